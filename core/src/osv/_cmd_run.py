@@ -1,0 +1,62 @@
+"""``osv run``: boot an image in a KVM virtual machine and run its program."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of ``osv run``."""
+    parser.add_argument("image", metavar="IMAGE")
+    parser.add_argument(
+        "-e",
+        "--execute",
+        metavar="COMMAND LINE",
+        help="boot with this command line instead of the image's",
+    )
+    parser.add_argument(
+        "-m",
+        "--memory",
+        default="2G",
+        metavar="SIZE",
+        help="guest memory, backed lazily by the host (default 2G)",
+    )
+    parser.add_argument(
+        "-c",
+        "--vcpus",
+        type=int,
+        default=1,
+        metavar="VCPUS",
+        help="virtual CPUs (default 1)",
+    )
+    parser.add_argument(
+        "--bootchart", action="store_true", help="print the boot-time chart"
+    )
+    parser.add_argument(
+        "--verbose",
+        dest="boot_verbose",
+        action="store_true",
+        help="boot with the kernel's --verbose option",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Boot the image; the program's exit status becomes ours."""
+    from osv.boot._sequence import BootConfig, boot
+    from osv.image import parse_size
+
+    extra = []
+    if args.bootchart:
+        extra.append("--bootchart")
+    if args.boot_verbose:
+        extra.append("--verbose")
+    if args.vcpus < 1:
+        raise ValueError("-c must be at least 1")
+    config = BootConfig(
+        image=args.image,
+        cmdline=args.execute,
+        memory=parse_size(args.memory),
+        vcpus=args.vcpus,
+        extra_options=extra,
+    )
+    return boot(config).status

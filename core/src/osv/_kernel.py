@@ -1,0 +1,381 @@
+"""The kernel: one VM, its file systems, and the program it runs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from osv import _cext
+from osv.elf import _stack as auxv
+from osv.elf import build_stack, load_program, parse_elf
+from osv.hv import _kvm
+from osv.hv._machine import (
+    EXCEPTION_PORT_BASE,
+    MONITOR_SIZE,
+    VECTOR_NAMES,
+    Machine,
+)
+from osv.mm import AddressSpace, MemoryFault, PhysicalMemory
+from osv.sched import Process, ProcessExit, Task
+from osv.sched._procinfo import ProcessInfo
+from osv.syscalls._common import SyscallError, enosys
+from osv.syscalls._numbers import TABLE_SIZE
+
+logger = logging.getLogger(__name__)
+
+_dispatch = _cext.load("osv.hv._dispatch")
+
+DEFAULT_MEMORY = 2 << 30
+PID = 2
+
+# Signals the CPU exceptions turn into, and the exit status a shell reports.
+SIGILL = 4
+SIGTRAP = 5
+SIGBUS = 7
+SIGFPE = 8
+SIGSEGV = 11
+VECTOR_SIGNALS = {0: SIGFPE, 1: SIGTRAP, 3: SIGTRAP, 6: SIGILL, 16: SIGFPE, 17: SIGBUS}
+VECTOR_SIGNALS[19] = SIGFPE
+SIGNAL_NAMES = {
+    SIGILL: "SIGILL",
+    SIGTRAP: "SIGTRAP",
+    SIGBUS: "SIGBUS",
+    SIGFPE: "SIGFPE",
+    SIGSEGV: "SIGSEGV",
+    6: "SIGABRT",
+    9: "SIGKILL",
+}
+
+
+class KernelError(Exception):
+    """The kernel cannot start or continue the program."""
+
+
+class ProgramFault(Exception):
+    """The program took a fault it has no handler for; carries the report."""
+
+    def __init__(self, report: str, signal: int) -> None:
+        super().__init__(report)
+        self.report = report
+        self.signal = signal
+
+
+@dataclass
+class RunResult:
+    status: int
+    syscalls: int
+    faults: int
+    first_instruction_ns: int
+
+
+class Kernel:
+    """Owns the VM and the VFS; loads programs and serves their system calls."""
+
+    def __init__(
+        self,
+        *,
+        memory: int = DEFAULT_MEMORY,
+        vcpus: int = 1,
+        plugins=None,  # noqa: ANN001 - a pluggy PluginManager
+        version: str = "",
+    ) -> None:
+        from osv import _plugins
+        from osv.vfs import Console, FsError, Vfs
+
+        self.boot_ns = time.monotonic_ns()
+        self.version = version
+        self.vcpu_count = vcpus
+        self.hostname = "osv.local"
+        self.uname_release = f"{platform.release().split('-')[0]}-osv"
+        self.uname_version = f"#1 SMP osv {version}"
+        self.dmesg: deque[str] = deque(maxlen=4096)
+        self.plugins = plugins if plugins is not None else _plugins.plugin_manager()
+        self.bootchart: list[tuple[str, int]] = []
+
+        self.phys = PhysicalMemory(memory, reserved=MONITOR_SIZE)
+        self.machine = Machine(self.phys)
+        self.stamp("VM created")
+
+        self.vfs = Vfs()
+        self.filesystem_types = _plugins.filesystem_types(self.plugins)
+        self.current: Process | None = None
+        self.console = Console(0, 1)
+        self._errors = (SyscallError, FsError, MemoryFault)
+        self.syscalls = self._syscall_table()
+        self.faults = 0
+
+    # ---- set-up -------------------------------------------------------------
+
+    def stamp(self, stage: str) -> None:
+        """Record a bootchart stage, in ns since the kernel started."""
+        self.bootchart.append((stage, time.monotonic_ns() - self.boot_ns))
+
+    def log(self, line: str) -> None:
+        """Append a line to the kernel's message buffer (dmesg)."""
+        self.dmesg.append(line)
+
+    def make_filesystem(self, name: str):  # noqa: ANN201 - a FileSystemType
+        """An instance of the file-system type ``name``, given what it needs.
+
+        A type that needs kernel services (the console, the process table,
+        block devices) provides ``for_kernel(kernel)``; others are built bare.
+        """
+        try:
+            cls = self.filesystem_types[name]
+        except KeyError:
+            raise KernelError(
+                f"unknown file system {name!r}; install its module with: "
+                f"pip install osv-mod-{name}"
+            ) from None
+        factory = getattr(cls, "for_kernel", None)
+        return factory(self) if factory is not None else cls()
+
+    def mount(
+        self,
+        name: str,
+        device: str,
+        mountpoint: str,
+        options: str = "",
+        readonly: bool = False,
+    ):  # noqa: ANN201
+        """Mount a file system of type ``name`` (see make_filesystem)."""
+        mount = self.vfs.mount(
+            self.make_filesystem(name), device, mountpoint, options, readonly
+        )
+        self.log(f"VFS: mounting {name} at {mountpoint}")
+        return mount
+
+    def proc_info(self) -> ProcessInfo:
+        return ProcessInfo(self)
+
+    def console_files(self) -> list:
+        """Open files for fds 0, 1 and 2: the console, with stderr kept apart.
+
+        The guest's stdout and stderr go to the host's stdout and stderr, so
+        that a program's two streams stay separable, as under Docker.
+        """
+        from osv.vfs import Console, ConsoleFile
+
+        stdin = self.vfs.open("/dev/console", os.O_RDONLY)
+        stdout = self.vfs.open("/dev/console", os.O_WRONLY)
+        stderr = ConsoleFile(stdout.vnode, os.O_WRONLY, "/dev/console", Console(0, 2))
+        return [stdin, stdout, stderr]
+
+    def _syscall_table(self) -> list:
+        from osv import _plugins
+
+        table = [None] * TABLE_SIZE
+        for number, handler in _plugins.syscall_table(self.plugins).items():
+            table[number] = handler
+        return table
+
+    # ---- programs -------------------------------------------------------------
+
+    def find_program(self, name: str, cwd, env: dict[str, str]) -> str:  # noqa: ANN001
+        """Resolve a command name as OSv does: "/" then /usr/lib, then $PATH."""
+        from osv.vfs import FsError
+
+        if "/" in name:
+            return name
+        candidates = [f"/{name}", f"/usr/lib/{name}"]
+        candidates += [
+            f"{d.rstrip('/')}/{name}" for d in env.get("PATH", "").split(":") if d
+        ]
+        for path in candidates:
+            try:
+                if self.vfs.resolve(path, cwd).is_reg:
+                    return path
+            except FsError:
+                continue
+        raise KernelError(f"Failed to load object: {name}")
+
+    def spawn(
+        self,
+        argv: list[str],
+        envp: list[str],
+        cwd: str = "/",
+        stdio=None,  # noqa: ANN001
+    ) -> Process:
+        """Create the process for ``argv`` and load its program (execve)."""
+        from osv.vfs import FdTable, FsError
+
+        cwd_vnode = self.vfs.resolve(cwd)
+        env = dict(e.split("=", 1) for e in envp if "=" in e)
+        path = self.find_program(argv[0], cwd_vnode, env)
+        try:
+            program_file = self.vfs.open(path, os.O_RDONLY, 0, cwd_vnode)
+            size = program_file.fstat().st_size
+            data = program_file.pread(size, 0)
+            exe = self.vfs.realpath(program_file.vnode)
+            program_file.close()
+        except FsError as exc:
+            raise KernelError(f"Failed to load object: {path}: {exc}") from None
+        program = parse_elf(exe, data)
+        if program.interpreter:
+            raise KernelError(
+                f"{path} is dynamically linked (needs {program.interpreter}); "
+                "only static programs can run so far"
+            )
+
+        mm = AddressSpace(self.phys)
+        self.machine.install(mm)
+        fds = FdTable()
+        for stream in stdio or ():
+            fds.install(stream)
+        process = Process(
+            pid=PID,
+            argv=list(argv),
+            envp=list(envp),
+            exe=exe,
+            mm=mm,
+            fds=fds,
+            vfs=self.vfs,
+            cwd=cwd_vnode,
+            kernel=self,
+        )
+        loaded = load_program(mm, program)
+        process.loaded = loaded
+        self.current = process
+        mm.set_brk_start(loaded.end)
+        rsp, _ = build_stack(
+            mm,
+            argv,
+            envp,
+            [
+                (auxv.AT_PHDR, loaded.phdr),
+                (auxv.AT_PHENT, program.e_phentsize),
+                (auxv.AT_PHNUM, program.e_phnum),
+                (auxv.AT_PAGESZ, 4096),
+                (auxv.AT_BASE, 0),
+                (auxv.AT_FLAGS, 0),
+                (auxv.AT_ENTRY, loaded.entry),
+                (auxv.AT_UID, 0),
+                (auxv.AT_EUID, 0),
+                (auxv.AT_GID, 0),
+                (auxv.AT_EGID, 0),
+                (auxv.AT_HWCAP, self.machine.hwcap),
+                (auxv.AT_CLKTCK, 100),
+                (auxv.AT_SECURE, 0),
+                (auxv.AT_HWCAP2, 0),
+                (auxv.AT_MINSIGSTKSZ, auxv.MINSIGSTKSZ),
+            ],
+            exe,
+        )
+        vcpu = self.machine.vcpus[0] if self.machine.vcpus else None
+        if vcpu is None:
+            vcpu = self.machine.create_vcpu(mm)
+            self.machine.probe(vcpu)
+        vcpu.aspace = mm
+        task = Task(tid=PID, process=process, vcpu=vcpu)
+        process.tasks.append(task)
+        vcpu.setup(entry=loaded.entry, stack=rsp, lstar=self.machine.lstar)
+        return process
+
+    def run(self, process: Process) -> RunResult:
+        """Run the process until it exits; return its exit status and counters."""
+        task = process.tasks[0]
+        vcpu = task.vcpu
+        machine = self.machine
+        first_ns = time.monotonic_ns() - self.boot_ns
+        run = _dispatch.run_until_slow_exit
+        try:
+            while True:
+                reason = run(
+                    vcpu.fd,
+                    vcpu.run_address,
+                    vcpu.run_q,
+                    machine.trap,
+                    machine.doorbell_gpa,
+                    self.syscalls,
+                    enosys,
+                    task,
+                    task.syscalls,
+                    self._errors,
+                )
+                self._slow_exit(task, reason)
+        except ProcessExit as exit_:
+            status = exit_.status
+            if exit_.signal:
+                self.log(f"program terminated by signal {exit_.signal}")
+        except ProgramFault as fault:
+            status = 128 + fault.signal
+            raise
+        finally:
+            process.fds.close_all()
+        process.exit_status = status
+        return RunResult(status, task.syscalls[0], self.faults, first_ns)
+
+    def _slow_exit(self, task: Task, reason: int) -> None:
+        """Everything the fast path does not handle: faults, failures, signals."""
+        vcpu = task.vcpu
+        if reason < 0:
+            if -reason == 4:  # EINTR: a kick or a host signal; just go on
+                vcpu.run_map[_kvm.RUN_IMMEDIATE_EXIT] = 0
+                return
+            raise KernelError(f"KVM_RUN failed: {os.strerror(-reason)}")
+        if reason == _kvm.KVM_EXIT_IO:
+            port = vcpu.io_port()
+            vector = port - EXCEPTION_PORT_BASE
+            if 0 <= vector < 32:
+                self._exception(task, vector)
+                return
+        name = _kvm.EXIT_REASON_NAMES.get(reason, str(reason))
+        detail = ""
+        if reason == _kvm.KVM_EXIT_MMIO:
+            detail = f" at guest-physical {vcpu.mmio_address():#x}"
+        elif reason == _kvm.KVM_EXIT_IO:
+            detail = f" on port {vcpu.io_port():#x}"
+        elif reason == _kvm.KVM_EXIT_INTERNAL_ERROR:
+            detail = f" (suberror {vcpu.run_q[4] & 0xFFFFFFFF})"
+        raise ProgramFault(
+            self._report(task, f"unexpected VM exit {name}{detail}", vcpu.registers()),
+            SIGSEGV,
+        )
+
+    def _exception(self, task: Task, vector: int) -> None:
+        vcpu = task.vcpu
+        frame = vcpu.exception_frame(vector)
+        if vector == 14:
+            address = vcpu.get_sregs().cr2
+            error = frame["error_code"]
+            write = bool(error & 2)
+            if not error & 1 and task.mm.populate(address, write):
+                self.faults += 1
+                return
+            kind = "write" if write else "instruction fetch" if error & 16 else "read"
+            cause = "protection violation" if error & 1 else "unmapped page"
+            what = f"page fault at address {address:#x} ({kind}, {cause})"
+            signal = SIGSEGV
+        else:
+            what = VECTOR_NAMES.get(vector, f"exception {vector}")
+            if vector in (10, 11, 12, 13):
+                what += f" (error code {frame['error_code']:#x})"
+            signal = VECTOR_SIGNALS.get(vector, SIGSEGV)
+        registers = vcpu.registers()
+        registers.update(rip=frame["rip"], rsp=frame["rsp"], rflags=frame["rflags"])
+        raise ProgramFault(self._report(task, what, registers), signal)
+
+    def _report(self, task: Task, what: str, registers: dict[str, int]) -> str:
+        rip = registers["rip"]
+        loaded = task.process.loaded
+        where = loaded.symbolize(rip) if loaded is not None else None
+        lines = [f"program fault: {what}"]
+        lines.append(
+            f"  rip {rip:#018x}"
+            + (f" in {where}" if where else "")
+            + f" ({task.process.exe})"
+        )
+        names = [n for n in _kvm.REG_NAMES if n != "rip"]
+        for i in range(0, len(names), 4):
+            lines.append(
+                "  "
+                + "  ".join(f"{n:>6} {registers[n]:#018x}" for n in names[i : i + 4])
+            )
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        self.machine.close()

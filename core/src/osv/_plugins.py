@@ -1,0 +1,428 @@
+"""Find, load and combine the modules that implement the core's hooks."""
+
+import importlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pluggy
+
+import osv
+from osv import hookspecs
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "osv.modules"
+
+# The core's own plugin (ramfs, devfs, procfs) is registered under this name,
+# so no installed module may claim it.
+BUILTINS_NAME = "core"
+_BUILTINS_MODULE = "osv._builtins"
+_CORE_DISTRIBUTION = "osv-core"
+
+
+class ModuleError(Exception):
+    """A module is missing, fails to load, or conflicts with another module."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint is None:
+            return self.message
+        return f"{self.message}; to fix it run: {self.hint}"
+
+
+@dataclass(frozen=True)
+class LoadedModule:
+    """A module whose hooks are registered with the plugin manager."""
+
+    name: str
+    distribution: str
+    version: str
+    hooks: tuple[str, ...]
+    builtin: bool = False
+
+
+@dataclass(frozen=True)
+class FailedModule:
+    """An installed module that could not be loaded, and why."""
+
+    name: str
+    distribution: str
+    version: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModuleSet:
+    """The plugin manager holding the built-ins and every module that loaded."""
+
+    plugin_manager: pluggy.PluginManager
+    loaded: tuple[LoadedModule, ...]
+    failed: tuple[FailedModule, ...]
+
+
+def plugin_manager(*, builtins: bool = True) -> pluggy.PluginManager:
+    """Return a plugin manager with the core's hooks and (by default) built-ins."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    if builtins:
+        pm.register(importlib.import_module(_BUILTINS_MODULE), name=BUILTINS_NAME)
+    return pm
+
+
+def module_distributions() -> list[tuple[str, str, str]]:
+    """List (module name, distribution, version) of every installed module.
+
+    Reads package metadata only: nothing is imported, so a broken module is
+    listed like any other.
+    """
+    found = []
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        distribution, version = _distribution_of(entry_point)
+        found.append((entry_point.name, distribution, version))
+    return sorted(found)
+
+
+def load_modules(names: Iterable[str] | None = None) -> ModuleSet:
+    """Load every installed module, or exactly the ones named.
+
+    Without names, a module that fails to load is logged and reported in
+    ``ModuleSet.failed`` while the others still load. With names (an image
+    lists the modules it was assembled with), a named module that is missing
+    or fails to load raises ``ModuleError``.
+    """
+    if isinstance(names, str):
+        raise TypeError("load_modules() takes a list of module names, not one name")
+    pm = plugin_manager()
+    builtins = pm.get_plugin(BUILTINS_NAME)
+    loaded = [
+        LoadedModule(
+            name=BUILTINS_NAME,
+            distribution=_CORE_DISTRIBUTION,
+            version=osv.__version__,
+            hooks=_hooks_of(pm, builtins),
+            builtin=True,
+        )
+    ]
+    failed = []
+
+    # Decide which entry points to load before loading any of them.
+    if names is None:
+        entry_points = _entry_points(wanted=None)
+    else:
+        wanted = [name for name in dict.fromkeys(names) if name != BUILTINS_NAME]
+        entry_points = _entry_points(wanted=set(wanted))
+        missing = [name for name in wanted if name not in entry_points]
+        if missing:
+            listed = ", ".join(repr(name) for name in missing)
+            packages = " ".join(f"osv-mod-{name}" for name in missing)
+            what = (
+                f"module {listed} is" if len(missing) == 1 else f"modules {listed} are"
+            )
+            raise ModuleError(f"{what} not installed", hint=f"pip install {packages}")
+
+    # One at a time, so that one broken module cannot take the others down.
+    for name in sorted(entry_points):
+        entry_point = entry_points[name]
+        distribution, version = _distribution_of(entry_point)
+        try:
+            plugin = _register(pm, entry_point)
+        except ModuleError as exc:
+            if names is not None:
+                raise
+            failed.append(FailedModule(name, distribution, version, str(exc)))
+            continue
+        loaded.append(
+            LoadedModule(name, distribution, version, hooks=_hooks_of(pm, plugin))
+        )
+        logger.debug("loaded module %s from %s %s", name, distribution, version)
+
+    return ModuleSet(pm, tuple(loaded), tuple(failed))
+
+
+def _entry_points(wanted: set[str] | None) -> dict[str, metadata.EntryPoint]:
+    """Map module names to entry points; two distributions claiming one is an error."""
+    by_name: dict[str, metadata.EntryPoint] = {}
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        name = entry_point.name
+        if wanted is not None and name not in wanted:
+            continue
+        if name == BUILTINS_NAME:
+            raise ModuleError(
+                f"module name {name!r} is claimed by both {_CORE_DISTRIBUTION} "
+                f"(built in) and {_describe_distribution(entry_point)}"
+            )
+        if name in by_name:
+            raise ModuleError(
+                f"module name {name!r} is claimed by both "
+                f"{_describe_distribution(by_name[name])} and "
+                f"{_describe_distribution(entry_point)}"
+            )
+        by_name[name] = entry_point
+    return by_name
+
+
+def _register(pm: pluggy.PluginManager, entry_point: metadata.EntryPoint) -> object:
+    """Import one module and register its hooks, or raise ModuleError saying why."""
+    name = entry_point.name
+    distribution, version = _distribution_of(entry_point)
+
+    # Any exception a module raises while importing is that module's failure,
+    # not the caller's; KeyboardInterrupt and SystemExit still get through.
+    try:
+        plugin = entry_point.load()
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        logger.warning(
+            "module %s (%s %s) failed to import: %s",
+            name,
+            distribution,
+            version,
+            reason,
+        )
+        logger.debug("why module %s failed to import", name, exc_info=True)
+        raise ModuleError(f"module {name!r} failed to import: {reason}") from exc
+
+    try:
+        pm.register(plugin, name=name)
+    except (pluggy.PluginValidationError, ValueError) as exc:
+        logger.warning(
+            "module %s (%s %s) was rejected: %s", name, distribution, version, exc
+        )
+        raise ModuleError(f"module {name!r} was rejected: {exc}") from exc
+
+    # pluggy accepts implementations of hooks nobody specified; for us that
+    # is a misspelt hook that would silently never be called.
+    unknown = sorted(
+        caller.name
+        for caller in pm.get_hookcallers(plugin) or ()
+        if not caller.has_spec()
+    )
+    if unknown:
+        pm.unregister(plugin)
+        reason = f"implements hooks the core does not define: {', '.join(unknown)}"
+        logger.warning("module %s (%s %s) %s", name, distribution, version, reason)
+        raise ModuleError(f"module {name!r} {reason}")
+    return plugin
+
+
+def _distribution_of(entry_point: metadata.EntryPoint) -> tuple[str, str]:
+    dist = entry_point.dist
+    if dist is None:
+        return "unknown distribution", "unknown version"
+    return dist.name, dist.version
+
+
+def _describe_distribution(entry_point: metadata.EntryPoint) -> str:
+    distribution, version = _distribution_of(entry_point)
+    return f"{distribution} {version}"
+
+
+def _hooks_of(pm: pluggy.PluginManager, plugin: object) -> tuple[str, ...]:
+    return tuple(sorted(caller.name for caller in pm.get_hookcallers(plugin) or ()))
+
+
+# ---------------------------------------------------------------------------
+# Calling hooks
+#
+# The helpers below call each implementation of a hook on its own instead of
+# letting pluggy gather the results in one call. Only then is it known which
+# module returned what, so that a conflict can name both modules, and a
+# failure can name the module that raised. The order is pluggy's own call
+# order (tryfirst/trylast honoured, later registrations first); hook wrappers
+# cannot take part in such a call and are refused.
+# ---------------------------------------------------------------------------
+
+
+def filesystem_types(pm: pluggy.PluginManager) -> dict[str, type]:
+    """Collect the file-system classes of all modules, keyed by their ``name``."""
+    registry: dict[str, type] = {}
+    owners: dict[str, str] = {}
+    for module, classes in _contributions(pm, "osv_filesystem_types"):
+        for cls in _as_list(module, "osv_filesystem_types", classes):
+            name = getattr(cls, "name", None)
+            if not isinstance(cls, type) or not isinstance(name, str) or not name:
+                raise ModuleError(
+                    f"module {module!r} returned {cls!r} from osv_filesystem_types; "
+                    "expected a class with a string attribute 'name'"
+                )
+            if name in registry and registry[name] is not cls:
+                first = _describe(owners[name], registry[name])
+                raise ModuleError(
+                    f"file-system type {name!r} is claimed by both {first} "
+                    f"and {_describe(module, cls)}"
+                )
+            registry[name] = cls
+            owners[name] = module
+    return registry
+
+
+def syscall_table(pm: pluggy.PluginManager) -> dict[int, Callable[..., Any]]:
+    """Merge the system-call families of all modules into one table."""
+    table: dict[int, Callable[..., Any]] = {}
+    owners: dict[int, str] = {}
+    for module, families in _contributions(pm, "osv_syscall_families"):
+        for family in _as_list(module, "osv_syscall_families", families):
+            if not isinstance(family, Mapping):
+                raise ModuleError(
+                    f"module {module!r} returned {family!r} from osv_syscall_families; "
+                    "expected a mapping of system-call numbers to handlers"
+                )
+            for number, handler in family.items():
+                valid_number = isinstance(number, int) and not isinstance(number, bool)
+                if not valid_number or number < 0 or not callable(handler):
+                    raise ModuleError(
+                        f"module {module!r} maps {number!r} to {handler!r} in "
+                        "osv_syscall_families; expected a system-call number and "
+                        "a callable handler"
+                    )
+                if number in table and table[number] is not handler:
+                    raise ModuleError(
+                        f"system call {number} is claimed by both "
+                        f"{_describe(owners[number], table[number])} and "
+                        f"{_describe(module, handler)}"
+                    )
+                table[number] = handler
+                owners[number] = module
+    return table
+
+
+def loader_options(pm: pluggy.PluginManager) -> list[Any]:
+    """Collect the boot options all modules add, one ``LoaderOption`` per name."""
+    # osv.boot is imported here, not at the top, so that loading modules does
+    # not pull in the boot machinery.
+    from osv.boot import LoaderOption
+
+    options: dict[str, LoaderOption] = {}
+    owners: dict[str, str] = {}
+    for module, returned in _contributions(pm, "osv_loader_options"):
+        for option in _as_list(module, "osv_loader_options", returned):
+            if not isinstance(option, LoaderOption):
+                raise ModuleError(
+                    f"module {module!r} returned {option!r} from osv_loader_options; "
+                    "expected osv.boot.LoaderOption"
+                )
+            if option.name in options:
+                raise ModuleError(
+                    f"boot option {option.name!r} is declared by both module "
+                    f"{owners[option.name]!r} and module {module!r}"
+                )
+            options[option.name] = option
+            owners[option.name] = module
+    return list(options.values())
+
+
+def image_files(pm: pluggy.PluginManager, config: object) -> list[tuple[str, Path]]:
+    """Collect the (guest path, host path) pairs all modules add to an image."""
+    files: dict[str, Path] = {}
+    owners: dict[str, str] = {}
+    for module, pairs in _contributions(pm, "osv_image_files", config=config):
+        for pair in _as_list(module, "osv_image_files", pairs):
+            if not isinstance(pair, tuple | list) or len(pair) != 2:
+                raise ModuleError(
+                    f"module {module!r} returned {pair!r} from osv_image_files; "
+                    "expected a (guest_path, host_path) pair"
+                )
+            guest, host = pair
+            if not isinstance(guest, str) or not PurePosixPath(guest).is_absolute():
+                raise ModuleError(
+                    f"module {module!r} returned guest path {guest!r} from "
+                    "osv_image_files; expected an absolute path inside the image"
+                )
+            if not isinstance(host, str | os.PathLike):
+                raise ModuleError(
+                    f"module {module!r} returned host path {host!r} for {guest} "
+                    "from osv_image_files; expected a path"
+                )
+            guest = str(PurePosixPath(guest))
+            if guest in files:
+                raise ModuleError(
+                    f"image path {guest} is added by both module {owners[guest]!r} "
+                    f"({files[guest]}) and module {module!r} ({host})"
+                )
+            files[guest] = Path(host)
+            owners[guest] = module
+    return list(files.items())
+
+
+def run_boot(pm: pluggy.PluginManager, kernel: object) -> None:
+    """Call every module's ``osv_boot``; the first failure stops the boot."""
+    for impl in _implementations(pm, "osv_boot"):
+        logger.debug("booting module %s", impl.plugin_name)
+        _call(impl, "osv_boot", {"kernel": kernel})
+
+
+def run_shutdown(pm: pluggy.PluginManager, kernel: object) -> None:
+    """Call every module's ``osv_shutdown`` in reverse boot order.
+
+    Every module gets its call even when an earlier one fails; the failures
+    are logged and then raised together as one ``ModuleError``.
+    """
+    failures = []
+    for impl in reversed(_implementations(pm, "osv_shutdown")):
+        logger.debug("shutting down module %s", impl.plugin_name)
+        try:
+            _call(impl, "osv_shutdown", {"kernel": kernel})
+        except ModuleError as exc:
+            logger.error("%s", exc)
+            failures.append(str(exc))
+    if failures:
+        raise ModuleError("; ".join(failures))
+
+
+def _implementations(pm: pluggy.PluginManager, hook_name: str) -> list[Any]:
+    """Return a hook's implementations in the order pluggy would call them."""
+    caller = getattr(pm.hook, hook_name)
+    impls = list(reversed(caller.get_hookimpls()))
+    for impl in impls:
+        if impl.hookwrapper or impl.wrapper:
+            raise ModuleError(
+                f"module {impl.plugin_name!r} wraps {hook_name}; the core calls "
+                "this hook one module at a time and accepts no hook wrappers"
+            )
+    return impls
+
+
+def _call(impl: Any, hook_name: str, kwargs: dict[str, object]) -> Any:
+    # Same calling convention as pluggy: positional, in the order the
+    # implementation names its parameters (it may name fewer than the spec).
+    args = [kwargs[name] for name in impl.argnames]
+    try:
+        return impl.function(*args)
+    except ModuleError:
+        raise
+    except Exception as exc:
+        raise ModuleError(
+            f"module {impl.plugin_name!r} failed in {hook_name}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _contributions(
+    pm: pluggy.PluginManager, hook_name: str, **kwargs: object
+) -> list[tuple[str, Any]]:
+    return [
+        (impl.plugin_name, _call(impl, hook_name, kwargs))
+        for impl in _implementations(pm, hook_name)
+    ]
+
+
+def _as_list(module: str, hook_name: str, returned: object) -> list[Any]:
+    if not isinstance(returned, list | tuple):
+        raise ModuleError(
+            f"module {module!r} returned {returned!r} from {hook_name}; expected a list"
+        )
+    return list(returned)
+
+
+def _describe(module: str, obj: object) -> str:
+    qualname = getattr(obj, "__qualname__", type(obj).__qualname__)
+    return f"{getattr(obj, '__module__', '?')}.{qualname} (module {module!r})"

@@ -1,0 +1,142 @@
+"""The ``osv`` command line: global options, and one subcommand per module.
+
+Each subcommand lives in its own module, imported only when that subcommand
+runs, and provides ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import osv
+from osv import _cext, _plugins
+
+logger = logging.getLogger(__name__)
+
+PROG = "osv"
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: where it is implemented and its one-line help."""
+
+    module: str
+    help: str
+
+
+# Every subcommand, by name. Adding one means adding a line here and a module
+# with add_arguments() and run().
+COMMANDS: dict[str, Command] = {
+    "build": Command(
+        "osv._cmd_build",
+        "assemble a disk image from host programs, manifests and modules",
+    ),
+    "run": Command("osv._cmd_run", "boot an image in a KVM virtual machine"),
+    "modules": Command(
+        "osv._cmd_modules",
+        "list the installed modules, their versions and the hooks they implement",
+    ),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``osv`` command; return its exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    requested = _requested_command(argv)
+    parser = build_parser(requested)
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+
+    if args.version:
+        print(version_report())
+        return 0
+    if args.command is None:
+        parser.error("a command is required")
+
+    try:
+        return importlib.import_module(COMMANDS[args.command].module).run(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        return _report(exc)
+
+
+def build_parser(requested: str | None = None) -> argparse.ArgumentParser:
+    """Build the parser; only the requested subcommand's module is imported."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Build disk images of Linux programs and boot them in a KVM "
+        "virtual machine served by a kernel written in Python.",
+    )
+    parser.add_argument(
+        "--version",
+        action="store_true",
+        help="print the versions of the core and of every installed module",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="say more: once for progress, twice for debugging detail",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        subparser = subparsers.add_parser(
+            name, help=command.help, description=command.help
+        )
+        if name == requested:
+            importlib.import_module(command.module).add_arguments(subparser)
+    return parser
+
+
+def version_report() -> str:
+    """Describe the core's version and build, and every installed module."""
+    if _cext.is_compiled():
+        build = "compiled"
+    elif _cext.disabled() and _cext.compiled_modules():
+        build = f"pure Python: {_cext.DISABLE_VARIABLE}=1"
+    else:
+        build = "pure Python"
+    lines = [f"osv-core {osv.__version__} ({build})"]
+    for _, distribution, version in _plugins.module_distributions():
+        lines.append(f"{distribution} {version}")
+    return "\n".join(lines)
+
+
+def _requested_command(argv: Sequence[str]) -> str | None:
+    # A subcommand's options must be on the parser before parsing, yet only
+    # the requested subcommand's module should be imported. The global
+    # options take no values, so the first word naming a command is the one.
+    return next((word for word in argv if word in COMMANDS), None)
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    logging.basicConfig(level=level, format=f"{PROG}: %(levelname)s: %(message)s")
+
+
+def _report(exc: Exception) -> int:
+    """Turn an exception into one line on stderr and exit status 1."""
+    # Errors raised on purpose by the kernel and its modules are typed per
+    # layer (ModuleError, ImageError, ...); they and OS errors are the user's
+    # to fix, so their message is the whole story.
+    if _is_typed(exc) or isinstance(exc, OSError):
+        logger.debug("error details", exc_info=exc)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    logger.debug("internal error", exc_info=exc)
+    print(
+        f"{PROG}: internal error: {type(exc).__name__}: {exc} "
+        "(run with -vv to see where)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _is_typed(exc: Exception) -> bool:
+    module = type(exc).__module__
+    return module == "osv" or module.startswith(("osv.", "osv_mod_"))

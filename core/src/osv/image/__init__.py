@@ -1,0 +1,59 @@
+"""Image assembly and inspection: manifests, bootfs blobs, disk images and their descriptor."""
+
+from ._bootfs import (
+    BOOTFS_NAME_MAX,
+    BOOTFS_RECORD_SIZE,
+    BOOTFS_TYPE_FILE,
+    BOOTFS_TYPE_SYMLINK,
+    BootfsRecord,
+    read_bootfs,
+    write_bootfs,
+)
+from ._descriptor import (
+    DESCRIPTOR_MAGIC,
+    DESCRIPTOR_OFFSET,
+    DESCRIPTOR_VERSION,
+    ImageDescriptor,
+)
+from ._disk import (
+    CMDLINE_MAX_BYTES,
+    CMDLINE_OFFSET,
+    ROOT_PARTITION_INDEX,
+    ROOT_PARTITION_OFFSET,
+    DiskImage,
+    Partition,
+    write_raw_image,
+)
+from ._errors import BootfsError, ImageError, ManifestError, SizeError
+from ._manifest import ManifestEntry, ManifestText, manifest_from_paths, read_manifest
+from ._size import parse_size
+
+__all__ = [
+    "BOOTFS_NAME_MAX",
+    "BOOTFS_RECORD_SIZE",
+    "BOOTFS_TYPE_FILE",
+    "BOOTFS_TYPE_SYMLINK",
+    "CMDLINE_MAX_BYTES",
+    "CMDLINE_OFFSET",
+    "DESCRIPTOR_MAGIC",
+    "DESCRIPTOR_OFFSET",
+    "DESCRIPTOR_VERSION",
+    "ROOT_PARTITION_INDEX",
+    "ROOT_PARTITION_OFFSET",
+    "BootfsError",
+    "BootfsRecord",
+    "DiskImage",
+    "ImageDescriptor",
+    "ImageError",
+    "ManifestEntry",
+    "ManifestError",
+    "ManifestText",
+    "Partition",
+    "SizeError",
+    "manifest_from_paths",
+    "parse_size",
+    "read_bootfs",
+    "read_manifest",
+    "write_bootfs",
+    "write_raw_image",
+]

@@ -1,0 +1,50 @@
+"""Memory management: guest-physical frames, page tables and the address space."""
+
+from osv.mm._addrspace import (
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_FIXED_NOREPLACE,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    MMAP_TOP,
+    PIE_BASE,
+    PROT_EXEC,
+    PROT_NONE,
+    PROT_READ,
+    PROT_WRITE,
+    STACK_TOP,
+    USER_END,
+    AddressSpace,
+    MemoryFault,
+    VmArea,
+    page_align_up,
+)
+from osv.mm._pagetable import PTE_NX, PTE_RW, PTE_US, PageTable
+from osv.mm._physmem import PAGE_SIZE, OutOfMemoryError, PhysicalMemory
+
+__all__ = [
+    "MAP_ANONYMOUS",
+    "MAP_FIXED",
+    "MAP_FIXED_NOREPLACE",
+    "MAP_PRIVATE",
+    "MAP_SHARED",
+    "MMAP_TOP",
+    "PAGE_SIZE",
+    "PIE_BASE",
+    "PROT_EXEC",
+    "PROT_NONE",
+    "PROT_READ",
+    "PROT_WRITE",
+    "PTE_NX",
+    "PTE_RW",
+    "PTE_US",
+    "STACK_TOP",
+    "USER_END",
+    "AddressSpace",
+    "MemoryFault",
+    "OutOfMemoryError",
+    "PageTable",
+    "PhysicalMemory",
+    "VmArea",
+    "page_align_up",
+]

@@ -1,0 +1,499 @@
+"""The application's virtual address space: areas, mmap family, brk, copy in/out."""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import logging
+from dataclasses import dataclass, field
+
+from osv.mm._pagetable import PTE_NX, PTE_RW, PTE_US, PageTable
+from osv.mm._physmem import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
+
+logger = logging.getLogger(__name__)
+
+PROT_NONE = 0
+PROT_READ = 1
+PROT_WRITE = 2
+PROT_EXEC = 4
+
+MAP_SHARED = 0x01
+MAP_PRIVATE = 0x02
+MAP_FIXED = 0x10
+MAP_ANONYMOUS = 0x20
+MAP_GROWSDOWN = 0x0100
+MAP_NORESERVE = 0x4000
+MAP_POPULATE = 0x8000
+MAP_STACK = 0x20000
+MAP_FIXED_NOREPLACE = 0x100000
+
+# Linux x86-64 user-space layout without address-space randomisation.
+USER_END = 0x7FFFFFFFF000
+STACK_TOP = USER_END
+MMAP_TOP = 0x7FFFF7FFF000
+PIE_BASE = 0x555555554000
+MMAP_MIN = 0x10000
+
+# Areas larger than this, and PROT_NONE areas, get frames on first touch
+# instead of at creation: they are reservations (a Go heap arena, a JVM heap,
+# malloc's per-thread arenas) far larger than what the program will touch.
+LAZY_THRESHOLD = 256 << 20
+# A lazy range made accessible by mprotect is populated at once when it is at
+# most this large, because a guest page fault is far costlier than mapping.
+POPULATE_ON_PROTECT = 64 << 20
+
+
+class MemoryFault(Exception):
+    """An access by the kernel to guest memory that the program may not make."""
+
+    errno = errno.EFAULT
+
+
+def page_align_up(value: int) -> int:
+    return (value + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+def leaf_flags(prot: int) -> int:
+    """Page-table leaf bits for PROT_* bits (present-ness is added by PageTable)."""
+    flags = PTE_US
+    if prot & PROT_WRITE:
+        flags |= PTE_RW
+    if not prot & PROT_EXEC:
+        flags |= PTE_NX
+    return flags
+
+
+@dataclass(eq=False)
+class VmArea:
+    """A run of pages with one protection; ``pa`` is -1 for frames-on-demand."""
+
+    start: int
+    end: int
+    prot: int
+    flags: int
+    pa: int = -1
+    pages: dict[int, int] = field(default_factory=dict)
+    name: str = ""
+    offset: int = 0
+    device: int = 0
+    inode: int = 0
+    hidden: bool = False
+
+    @property
+    def lazy(self) -> bool:
+        return self.pa < 0
+
+    @property
+    def npages(self) -> int:
+        return (self.end - self.start) >> PAGE_SHIFT
+
+    def split_at(self, address: int) -> VmArea:
+        """Cut this area at ``address``; return the upper part (this keeps the lower)."""
+        upper = VmArea(
+            address,
+            self.end,
+            self.prot,
+            self.flags,
+            -1 if self.pa < 0 else self.pa + (address - self.start),
+            name=self.name,
+            offset=self.offset + (address - self.start),
+            device=self.device,
+            inode=self.inode,
+            hidden=self.hidden,
+        )
+        if self.pa < 0:
+            cut = address >> PAGE_SHIFT
+            upper.pages = {vpn: pa for vpn, pa in self.pages.items() if vpn >= cut}
+            self.pages = {vpn: pa for vpn, pa in self.pages.items() if vpn < cut}
+        self.end = address
+        return upper
+
+    def maps_line(self) -> str:
+        perms = (
+            ("r" if self.prot & PROT_READ else "-")
+            + ("w" if self.prot & PROT_WRITE else "-")
+            + ("x" if self.prot & PROT_EXEC else "-")
+            + ("s" if self.flags & MAP_SHARED else "p")
+        )
+        dev = f"{self.device >> 8:02x}:{self.device & 0xFF:02x}"
+        line = f"{self.start:08x}-{self.end:08x} {perms} {self.offset:08x} {dev} {self.inode}"
+        if self.name:
+            line = f"{line:<72} {self.name}"
+        return line
+
+
+class AddressSpace:
+    """Areas of the program's memory and the page tables that map them."""
+
+    # Rationale: every area is mapped in the page tables when it is created
+    # (eagerly), because the host backs guest RAM lazily, so an untouched mapped
+    # frame costs no host memory, while a guest page fault costs a trip through
+    # the emulated ring-0 exception stub (about 80 µs on PVM). Only
+    # reservations (PROT_NONE, or larger than LAZY_THRESHOLD) take frames on
+    # first touch. An eager area owns one contiguous run of frames, so the
+    # kernel copies to and from it with a single slice of the RAM view.
+    #
+    # A mapping made more restrictive must not stay reachable through a stale
+    # translation: see PhysicalMemory.zap and PhysicalMemory.free.
+
+    def __init__(self, phys: PhysicalMemory) -> None:
+        self.phys = phys
+        self.ram = phys.ram
+        self.pt = PageTable(phys)
+        self.areas: list[VmArea] = []
+        self._starts: list[int] = []
+        self.brk_start = 0
+        self.brk = 0
+        self._last: VmArea | None = None
+
+    # ---- area bookkeeping -------------------------------------------------
+
+    def _insert(self, area: VmArea) -> None:
+        i = bisect.bisect_left(self._starts, area.start)
+        self.areas.insert(i, area)
+        self._starts.insert(i, area.start)
+
+    def _reindex(self) -> None:
+        self.areas.sort(key=lambda a: a.start)
+        self._starts = [a.start for a in self.areas]
+        self._last = None
+
+    def find(self, address: int) -> VmArea | None:
+        """The area containing ``address``, or None."""
+        last = self._last
+        if last is not None and last.start <= address < last.end:
+            return last
+        i = bisect.bisect_right(self._starts, address) - 1
+        if i >= 0:
+            area = self.areas[i]
+            if address < area.end:
+                self._last = area
+                return area
+        return None
+
+    def _overlapping(self, start: int, end: int) -> list[VmArea]:
+        i = max(bisect.bisect_right(self._starts, start) - 1, 0)
+        found = []
+        for area in self.areas[i:]:
+            if area.start >= end:
+                break
+            if area.end > start:
+                found.append(area)
+        return found
+
+    def _isolate(self, start: int, end: int) -> list[VmArea]:
+        """Split areas so that [start, end) is covered by whole areas; return them."""
+        changed = False
+        for area in self._overlapping(start, end):
+            if area.start < start:
+                self.areas.append(area.split_at(start))
+                changed = True
+            if area.end > end and area.start < end:
+                self.areas.append(area.split_at(end))
+                changed = True
+        if changed:
+            self._reindex()
+        return [a for a in self._overlapping(start, end) if a.start >= start]
+
+    def free_range(self, length: int, top: int = MMAP_TOP) -> int:
+        """The highest free gap of ``length`` bytes below ``top``, top-down as Linux."""
+        end = top
+        i = bisect.bisect_left(self._starts, top)
+        for area in reversed(self.areas[:i]):
+            if area.end <= end - length:
+                return end - length
+            end = min(end, area.start)
+        if end - length >= MMAP_MIN:
+            return end - length
+        raise MemoryFault("no free virtual range")
+
+    # ---- creating and removing -------------------------------------------
+
+    def map_area(
+        self,
+        start: int,
+        length: int,
+        prot: int,
+        flags: int = MAP_PRIVATE | MAP_ANONYMOUS,
+        *,
+        name: str = "",
+        offset: int = 0,
+        device: int = 0,
+        inode: int = 0,
+        lazy: bool | None = None,
+        hidden: bool = False,
+    ) -> VmArea:
+        """Create an area at a fixed, page-aligned, free range and map it."""
+        length = page_align_up(length)
+        if lazy is None:
+            lazy = prot == PROT_NONE or length > LAZY_THRESHOLD
+        area = VmArea(
+            start,
+            start + length,
+            prot,
+            flags,
+            name=name,
+            offset=offset,
+            device=device,
+            inode=inode,
+            hidden=hidden,
+        )
+        if not lazy:
+            area.pa = self.phys.allocate(length >> PAGE_SHIFT)
+            if prot != PROT_NONE:
+                self.pt.map(start, area.pa, length >> PAGE_SHIFT, leaf_flags(prot))
+        self._insert(area)
+        return area
+
+    def reserve(self, start: int, length: int) -> None:
+        """Keep [start, start + length) for the kernel: never mapped for the program."""
+        self._insert(VmArea(start, start + length, PROT_NONE, 0, pa=0, hidden=True))
+
+    def map_fixed_frames(self, va: int, pa: int, npages: int, flags: int) -> None:
+        """Map frames that the kernel owns (its own structures) outside any area."""
+        self.pt.map(va, pa, npages, flags)
+
+    def unmap(self, start: int, length: int) -> None:
+        """Remove every mapping in [start, start + length) (munmap semantics)."""
+        end = start + page_align_up(length)
+        removed = self._isolate(start, end)
+        if not removed:
+            return
+        for area in removed:
+            if area.hidden:
+                raise MemoryFault("range belongs to the kernel")
+        for area in removed:
+            self.pt.unmap(area.start, area.npages)
+            self._release_frames(area)
+            self.areas.remove(area)
+        self._reindex()
+
+    def _release_frames(self, area: VmArea) -> None:
+        if area.pa >= 0:
+            self.phys.free(area.pa, area.npages)
+        else:
+            for pa in area.pages.values():
+                self.phys.free(pa, 1)
+            area.pages.clear()
+
+    def protect(self, start: int, length: int, prot: int) -> None:
+        """Change the protection of [start, start + length) (mprotect semantics)."""
+        end = start + page_align_up(length)
+        covered = self._overlapping(start, end)
+        # Linux fails with ENOMEM when part of the range is not mapped.
+        position = start
+        for area in covered:
+            if area.start > position or area.hidden:
+                raise MemoryFault("range not mapped")
+            position = area.end
+        if position < end:
+            raise MemoryFault("range not mapped")
+        for area in self._isolate(start, end):
+            old = area.prot
+            if old == prot:
+                continue
+            area.prot = prot
+            downgrade = bool(old & ~prot) or (old and not prot)
+            if area.pa >= 0:
+                if prot == PROT_NONE:
+                    self.pt.unmap(area.start, area.npages)
+                else:
+                    self.pt.map(area.start, area.pa, area.npages, leaf_flags(prot))
+                if downgrade:
+                    self.phys.zap(area.pa, area.npages)
+                continue
+            if prot == PROT_NONE:
+                self.pt.unmap(area.start, area.npages)
+            else:
+                self._protect_lazy(area, prot)
+            if downgrade:
+                for pa in area.pages.values():
+                    self.phys.zap(pa, 1)
+        self._last = None
+
+    def _protect_lazy(self, area: VmArea, prot: int) -> None:
+        flags = leaf_flags(prot)
+        if area.end - area.start <= POPULATE_ON_PROTECT:
+            missing = [
+                vpn
+                for vpn in range(area.start >> PAGE_SHIFT, area.end >> PAGE_SHIFT)
+                if vpn not in area.pages
+            ]
+            if missing:
+                run = self.phys.allocate(len(missing))
+                for i, vpn in enumerate(missing):
+                    area.pages[vpn] = run + (i << PAGE_SHIFT)
+        for vpn, pa in area.pages.items():
+            self.pt.map_page(vpn << PAGE_SHIFT, pa, flags)
+
+    def populate(self, address: int, write: bool) -> bool:
+        """Give a lazy area's page its frame (a demand fault); False if not allowed."""
+        area = self.find(address)
+        if area is None or area.pa >= 0:
+            return False
+        prot = area.prot
+        if not prot & PROT_READ or (write and not prot & PROT_WRITE):
+            return False
+        vpn = address >> PAGE_SHIFT
+        pa = area.pages.get(vpn)
+        if pa is None:
+            pa = self.phys.allocate(1)
+            area.pages[vpn] = pa
+        self.pt.map_page(vpn << PAGE_SHIFT, pa, leaf_flags(prot))
+        return True
+
+    # ---- brk ----------------------------------------------------------------
+
+    def set_brk_start(self, address: int) -> None:
+        self.brk_start = self.brk = page_align_up(address)
+
+    def set_brk(self, address: int) -> int:
+        """brk(2): move the program break; return the (possibly unchanged) break."""
+        if address < self.brk_start:
+            return self.brk
+        old_top = page_align_up(self.brk)
+        new_top = page_align_up(address)
+        if new_top > old_top:
+            if self._overlapping(old_top, new_top):
+                return self.brk
+            try:
+                self.map_area(
+                    old_top, new_top - old_top, PROT_READ | PROT_WRITE, name="[heap]"
+                )
+            except Exception:  # noqa: BLE001 - out of memory keeps the old break
+                logger.debug("brk to %#x refused: out of memory", address)
+                return self.brk
+        elif new_top < old_top:
+            self.unmap(new_top, old_top - new_top)
+        self.brk = address
+        return address
+
+    # ---- copying to and from the program ------------------------------------
+
+    def _span(self, address: int, size: int, write: bool) -> memoryview:
+        """A RAM view of [address, address + size) inside one area's contiguous frames."""
+        area = self.find(address)
+        if area is None:
+            raise MemoryFault(f"bad address {address:#x}")
+        prot = area.prot
+        if not prot & PROT_READ or (write and not prot & PROT_WRITE):
+            raise MemoryFault(f"address {address:#x} not accessible")
+        if area.pa >= 0:
+            size = min(size, area.end - address)
+            pa = area.pa + (address - area.start)
+            return self.ram[pa : pa + size]
+        vpn = address >> PAGE_SHIFT
+        pa = area.pages.get(vpn)
+        if pa is None:
+            self.populate(address, write)
+            pa = area.pages[vpn]
+        in_page = address & (PAGE_SIZE - 1)
+        size = min(size, PAGE_SIZE - in_page)
+        return self.ram[pa + in_page : pa + in_page + size]
+
+    def views(self, address: int, size: int, write: bool = False) -> list[memoryview]:
+        """RAM views that together cover [address, address + size) of the program."""
+        if size <= 0:
+            return []
+        first = self._span(address, size, write)
+        if len(first) == size:
+            return [first]
+        views = [first]
+        done = len(first)
+        while done < size:
+            view = self._span(address + done, size - done, write)
+            views.append(view)
+            done += len(view)
+        return views
+
+    def read(self, address: int, size: int) -> bytes:
+        """Copy ``size`` bytes out of the program's memory."""
+        views = self.views(address, size)
+        if len(views) == 1:
+            return views[0].tobytes()
+        return b"".join(v.tobytes() for v in views)
+
+    def write(self, address: int, data: bytes | memoryview) -> None:
+        """Copy bytes into the program's memory."""
+        done = 0
+        for view in self.views(address, len(data), write=True):
+            view[:] = data[done : done + len(view)]
+            done += len(view)
+
+    def write_kernel(self, address: int, data: bytes) -> None:
+        """Copy into the program's memory ignoring its protection (loader use)."""
+        done = 0
+        while done < len(data):
+            area = self.find(address + done)
+            if area is None:
+                raise MemoryFault(f"bad address {address + done:#x}")
+            if area.pa >= 0:
+                pa = area.pa + (address + done - area.start)
+                size = min(len(data) - done, area.end - address - done)
+            else:
+                vpn = (address + done) >> PAGE_SHIFT
+                if vpn not in area.pages:
+                    area.pages[vpn] = self.phys.allocate(1)
+                in_page = (address + done) & (PAGE_SIZE - 1)
+                pa = area.pages[vpn] + in_page
+                size = min(len(data) - done, PAGE_SIZE - in_page)
+            self.ram[pa : pa + size] = data[done : done + size]
+            done += size
+
+    def read_cstring(self, address: int, limit: int = 4096) -> bytes:
+        """Read a NUL-terminated string (without the NUL); EFAULT past ``limit``."""
+        chunks = []
+        total = 0
+        while total < limit:
+            view = self._span(address + total, min(256, limit - total), False)
+            chunk = view.tobytes()
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                chunks.append(chunk[:nul])
+                return b"".join(chunks)
+            chunks.append(chunk)
+            total += len(chunk)
+        raise MemoryFault("string too long")
+
+    def read_u64(self, address: int) -> int:
+        return int.from_bytes(self.read(address, 8), "little")
+
+    def write_u64(self, address: int, value: int) -> None:
+        self.write(address, (value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"))
+
+    # ---- reporting ---------------------------------------------------------
+
+    def maps_text(self) -> str:
+        """/proc/self/maps: adjacent areas with equal attributes shown as one line."""
+        lines = []
+        previous: VmArea | None = None
+        for area in self.areas:
+            if area.hidden:
+                continue
+            if (
+                previous is not None
+                and previous.end == area.start
+                and previous.prot == area.prot
+                and previous.flags == area.flags
+                and previous.name == area.name
+                and not area.inode
+            ):
+                previous = VmArea(
+                    previous.start,
+                    area.end,
+                    previous.prot,
+                    previous.flags,
+                    name=previous.name,
+                    offset=previous.offset,
+                    device=previous.device,
+                    inode=previous.inode,
+                )
+                lines[-1] = previous.maps_line()
+                continue
+            previous = area
+            lines.append(area.maps_line())
+        return "".join(line + "\n" for line in lines)
+
+    @property
+    def resident_bytes(self) -> int:
+        return self.phys.used_bytes

@@ -1,0 +1,115 @@
+"""Guest-physical memory: the RAM view and the frame allocator."""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import logging
+import mmap
+
+from osv.hv import _kvm
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE = 4096
+PAGE_SHIFT = 12
+
+
+class OutOfMemoryError(Exception):
+    """No run of free guest-physical frames is large enough."""
+
+
+class PhysicalMemory:
+    """Guest RAM as one host mapping, and an allocator of its 4 KiB frames.
+
+    Frames are handed out as contiguous runs ("extents") so that an area of
+    virtual memory maps to one run, and copying to or from it is one slice.
+    """
+
+    # Rationale: the host backs guest RAM lazily (MAP_NORESERVE), so a frame
+    # costs host memory only once the guest or the kernel touches it. Freed
+    # frames are discarded with MADV_DONTNEED, which (1) returns the memory to
+    # the host, (2) makes the next reader see zeros, so every frame handed out
+    # is already zero-filled, and (3) makes KVM's MMU notifier drop any shadow
+    # mapping of the frame, so a stale guest translation can never reach a
+    # frame after it was given to another address.
+
+    def __init__(self, size: int, *, reserved: int) -> None:
+        if size % PAGE_SIZE or size <= reserved:
+            raise ValueError(f"guest memory size {size} is not usable")
+        self.size = size
+        self.host_address = _kvm.host_mmap(
+            size,
+            mmap.PROT_READ | mmap.PROT_WRITE,
+            mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _kvm.MAP_NORESERVE,
+        )
+        # Transparent huge pages make the first guest touch of host memory
+        # several times cheaper under KVM's shadow paging.
+        _kvm.host_madvise(self.host_address, size, _kvm.MADV_HUGEPAGE)
+        buffer = (ctypes.c_char * size).from_address(self.host_address)
+        self.ram = memoryview(buffer).cast("B")
+        self.ram_q = self.ram.cast("Q")
+        # Free extents as two parallel sorted lists of first frame and length.
+        self._starts = [reserved >> PAGE_SHIFT]
+        self._lengths = [(size - reserved) >> PAGE_SHIFT]
+        self.total_frames = (size - reserved) >> PAGE_SHIFT
+        self.free_frames = self.total_frames
+
+    def allocate(self, npages: int) -> int:
+        """Return the guest-physical address of ``npages`` contiguous zeroed frames."""
+        starts, lengths = self._starts, self._lengths
+        for i, length in enumerate(lengths):
+            if length >= npages:
+                first = starts[i]
+                if length == npages:
+                    del starts[i]
+                    del lengths[i]
+                else:
+                    starts[i] = first + npages
+                    lengths[i] = length - npages
+                self.free_frames -= npages
+                return first << PAGE_SHIFT
+        raise OutOfMemoryError(
+            f"guest memory exhausted: no {npages} contiguous free pages "
+            f"({self.free_frames} free of {self.total_frames}); run with a larger -m"
+        )
+
+    def free(self, address: int, npages: int) -> None:
+        """Return frames to the allocator and discard their contents."""
+        if npages <= 0:
+            return
+        _kvm.host_madvise(
+            self.host_address + address, npages << PAGE_SHIFT, _kvm.MADV_DONTNEED
+        )
+        first = address >> PAGE_SHIFT
+        starts, lengths = self._starts, self._lengths
+        i = bisect.bisect_left(starts, first)
+        # Merge with the following and the preceding extent where adjacent.
+        if i < len(starts) and first + npages == starts[i]:
+            npages_merged = npages + lengths[i]
+            del starts[i]
+            del lengths[i]
+        else:
+            npages_merged = npages
+        if i > 0 and starts[i - 1] + lengths[i - 1] == first:
+            lengths[i - 1] += npages_merged
+        else:
+            starts.insert(i, first)
+            lengths.insert(i, npages_merged)
+        self.free_frames += npages
+
+    def zap(self, address: int, npages: int) -> None:
+        """Drop every cached translation of live frames, keeping their contents.
+
+        Used after a mapping was made more restrictive: changing the host
+        protection of the backing pages makes KVM's MMU notifier discard the
+        shadow entries, so the guest re-walks its page tables on next access.
+        """
+        host = self.host_address + address
+        size = npages << PAGE_SHIFT
+        _kvm.host_mprotect(host, size, mmap.PROT_READ)
+        _kvm.host_mprotect(host, size, mmap.PROT_READ | mmap.PROT_WRITE)
+
+    @property
+    def used_bytes(self) -> int:
+        return (self.total_frames - self.free_frames) << PAGE_SHIFT

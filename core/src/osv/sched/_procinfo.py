@@ -1,0 +1,99 @@
+"""What /proc shows about the running program, read from the kernel's state."""
+
+from __future__ import annotations
+
+import time
+
+
+class ProcessInfo:
+    """The kernel's answer to procfs (osv.vfs.ProcProvider) for the current process."""
+
+    def __init__(self, kernel) -> None:  # noqa: ANN001 - osv._kernel.Kernel
+        self.kernel = kernel
+
+    @property
+    def _process(self):  # noqa: ANN202
+        process = self.kernel.current
+        if process is None:
+            raise LookupError("no program is running")
+        return process
+
+    def pid(self) -> int:
+        process = self.kernel.current
+        return process.pid if process is not None else 1
+
+    def exe_path(self) -> str:
+        return self._process.exe
+
+    def cmdline_bytes(self) -> bytes:
+        return b"".join(arg.encode() + b"\0" for arg in self._process.argv)
+
+    def maps_text(self) -> str:
+        return self._process.mm.maps_text()
+
+    def status_text(self) -> str:
+        process = self._process
+        rss_kb = self.kernel.phys.used_bytes // 1024
+        name = (process.name or process.exe.rsplit("/", 1)[-1])[:15]
+        lines = [
+            ("Name", name),
+            ("Umask", f"{process.umask:04o}"),
+            ("State", "R (running)"),
+            ("Tgid", process.pid),
+            ("Pid", process.pid),
+            ("PPid", 0),
+            ("Uid", "0\t0\t0\t0"),
+            ("Gid", "0\t0\t0\t0"),
+            ("FDSize", 64),
+            ("VmRSS", f"{rss_kb:8d} kB"),
+            ("Threads", len(process.tasks)),
+            (
+                "SigBlk",
+                f"{process.tasks[0].signal_mask:016x}" if process.tasks else "0",
+            ),
+            ("Cpus_allowed_list", f"0-{self.kernel.vcpu_count - 1}"),
+        ]
+        return "".join(f"{key}:\t{value}\n" for key, value in lines)
+
+    def stat_text(self) -> str:
+        process = self._process
+        ticks = (time.monotonic_ns() - process.start_ns) // 10_000_000
+        name = (process.name or process.exe.rsplit("/", 1)[-1])[:15]
+        fields = [process.pid, f"({name})", "R", 0, process.pid, process.pid]
+        fields += [0, -1, 0x400000, 0, 0, 0, 0, ticks, 0, 0, 0, 20, 0]
+        fields += [len(process.tasks), 0, 0, self.kernel.phys.used_bytes]
+        fields += [self.kernel.phys.used_bytes // 4096]
+        return " ".join(str(f) for f in fields) + "\n"
+
+    def fd_targets(self) -> dict[int, str]:
+        process = self._process
+        return {fd: process.vfs.fd_target(f) for fd, f in process.fds.items()}
+
+    def meminfo_text(self) -> str:
+        phys = self.kernel.phys
+        total = phys.size // 1024
+        free = phys.free_frames * 4
+        rows = [
+            ("MemTotal", total),
+            ("MemFree", free),
+            ("MemAvailable", free),
+            ("Buffers", 0),
+            ("Cached", 0),
+            ("SwapTotal", 0),
+            ("SwapFree", 0),
+        ]
+        return "".join(f"{key + ':':<16}{value:>8} kB\n" for key, value in rows)
+
+    def cpuinfo_text(self) -> str:
+        blocks = []
+        model = self.kernel.machine.cpu_model
+        flags = " ".join(self.kernel.machine.cpu_flags)
+        for cpu in range(self.kernel.vcpu_count):
+            blocks.append(
+                f"processor\t: {cpu}\nvendor_id\t: {self.kernel.machine.cpu_vendor}\n"
+                f"model name\t: {model}\nflags\t\t: {flags}\n\n"
+            )
+        return "".join(blocks)
+
+    def hostname(self) -> str:
+        return self.kernel.hostname

@@ -1,0 +1,92 @@
+"""The running program: its process state and its threads (tasks)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+RLIM_INFINITY = 0xFFFFFFFFFFFFFFFF
+
+# Linux's defaults for an ordinary login session.
+DEFAULT_RLIMITS = {
+    0: (RLIM_INFINITY, RLIM_INFINITY),  # RLIMIT_CPU
+    1: (RLIM_INFINITY, RLIM_INFINITY),  # RLIMIT_FSIZE
+    2: (RLIM_INFINITY, RLIM_INFINITY),  # RLIMIT_DATA
+    3: (8 << 20, RLIM_INFINITY),  # RLIMIT_STACK
+    4: (0, RLIM_INFINITY),  # RLIMIT_CORE
+    5: (RLIM_INFINITY, RLIM_INFINITY),  # RLIMIT_RSS
+    6: (63704, 63704),  # RLIMIT_NPROC
+    7: (1024, 1048576),  # RLIMIT_NOFILE
+    8: (8 << 20, 8 << 20),  # RLIMIT_MEMLOCK
+    9: (RLIM_INFINITY, RLIM_INFINITY),  # RLIMIT_AS
+    10: (RLIM_INFINITY, RLIM_INFINITY),  # RLIMIT_LOCKS
+    11: (63704, 63704),  # RLIMIT_SIGPENDING
+    12: (819200, 819200),  # RLIMIT_MSGQUEUE
+    13: (0, 0),  # RLIMIT_NICE
+    14: (0, 0),  # RLIMIT_RTPRIO
+    15: (RLIM_INFINITY, RLIM_INFINITY),  # RLIMIT_RTTIME
+}
+
+
+class ProcessExit(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised inside a system call to end the whole program with a status."""
+
+    def __init__(self, status: int, signal: int = 0) -> None:
+        super().__init__(status)
+        self.status = status
+        self.signal = signal
+
+
+@dataclass(eq=False)
+class Process:
+    """What all threads of the one application share."""
+
+    pid: int
+    argv: list[str]
+    envp: list[str]
+    exe: str
+    mm: object  # osv.mm.AddressSpace
+    fds: object  # osv.vfs.FdTable
+    vfs: object  # osv.vfs.Vfs
+    cwd: object  # osv.vfs Vnode
+    kernel: object
+    umask: int = 0o022
+    name: str = ""
+    rlimits: dict[int, tuple[int, int]] = field(
+        default_factory=lambda: dict(DEFAULT_RLIMITS)
+    )
+    signal_actions: dict[int, bytes] = field(default_factory=dict)
+    start_ns: int = field(default_factory=time.monotonic_ns)
+    loaded: object = None  # osv.elf.LoadedProgram of the main program
+    exit_status: int | None = None
+    tasks: list[Task] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Task:
+    """One thread: a vCPU and the per-thread kernel state."""
+
+    tid: int
+    process: Process
+    vcpu: object  # osv.hv.VCpu
+    mm: object = None
+    fds: object = None
+    vfs: object = None
+    kernel: object = None
+    fs_base: int = 0
+    clear_child_tid: int = 0
+    robust_list: int = 0
+    signal_mask: int = 0
+    alt_stack: tuple[int, int, int] = (0, 2, 0)  # ss_sp, ss_flags (SS_DISABLE), size
+    syscalls: list[int] = field(default_factory=lambda: [0])
+    start_ns: int = field(default_factory=time.monotonic_ns)
+
+    def __post_init__(self) -> None:
+        # Shortcuts used by every system call: one attribute lookup instead of two.
+        self.mm = self.process.mm
+        self.fds = self.process.fds
+        self.vfs = self.process.vfs
+        self.kernel = self.process.kernel

@@ -1,0 +1,81 @@
+"""What every system-call family shares: the error type, argument decoding."""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+from osv.syscalls._numbers import NAMES
+
+logger = logging.getLogger(__name__)
+
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_REMOVEDIR = 0x200
+AT_SYMLINK_FOLLOW = 0x400
+AT_EMPTY_PATH = 0x1000
+PATH_MAX = 4096
+
+
+class SyscallError(Exception):
+    """Fails the current system call with ``errno`` (returned as -errno)."""
+
+    def __init__(self, err: int, message: str = "") -> None:
+        super().__init__(message or errno.errorcode.get(err, str(err)))
+        self.errno = err
+
+
+def s32(value: int) -> int:
+    """A register's low 32 bits as a signed int (fd and flag arguments)."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+def s64(value: int) -> int:
+    """A register as a signed 64-bit int (offsets, results)."""
+    return value - (1 << 64) if value & (1 << 63) else value
+
+
+def path_arg(t, address: int) -> str:  # noqa: ANN001 - osv.sched.Task
+    """Read a path argument: ENOENT for "", ENAMETOOLONG past PATH_MAX."""
+    if address == 0:
+        raise SyscallError(errno.EFAULT)
+    raw = t.mm.read_cstring(address, PATH_MAX + 1)
+    if len(raw) >= PATH_MAX:
+        raise SyscallError(errno.ENAMETOOLONG)
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def dir_of(t, dirfd: int):  # noqa: ANN001, ANN201 - returns a Vnode
+    """The directory a *at() call is relative to."""
+    dirfd = s32(dirfd)
+    if dirfd == AT_FDCWD:
+        return t.process.cwd
+    vnode = t.fds.get(dirfd).vnode
+    if not vnode.is_dir:
+        raise SyscallError(errno.ENOTDIR)
+    return vnode
+
+
+_reported: set[int] = set()
+
+
+def enosys(t, nr: int) -> int:  # noqa: ANN001
+    """The answer to a system call nobody implements: ENOSYS, logged once."""
+    if nr not in _reported:
+        _reported.add(nr)
+        name = NAMES.get(nr, "unknown")
+        logger.warning("unimplemented system call %d (%s)", nr, name)
+        t.kernel.log(f"unimplemented system call {nr} ({name})")
+    return -errno.ENOSYS
+
+
+def unsupported(what: str, err: int = errno.ENOSYS) -> int:
+    """Log once that a feature is not offered, and return its errno."""
+    if what not in _reported_features:
+        _reported_features.add(what)
+        logger.warning("%s is not supported", what)
+    return -err
+
+
+_reported_features: set[str] = set()

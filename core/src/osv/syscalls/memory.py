@@ -1,0 +1,235 @@
+"""Memory system calls: mmap, munmap, mprotect, brk, madvise, mremap."""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+from osv.mm import (
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_FIXED_NOREPLACE,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    PAGE_SIZE,
+    PROT_EXEC,
+    PROT_READ,
+    PROT_WRITE,
+    USER_END,
+    MemoryFault,
+    page_align_up,
+)
+from osv.syscalls._common import SyscallError, s32, s64
+from osv.syscalls._numbers import NUMBERS
+
+logger = logging.getLogger(__name__)
+
+MAP_TYPE = 0x0F
+MADV_DONTNEED = 4
+MADV_FREE = 8
+MREMAP_MAYMOVE = 1
+MREMAP_FIXED = 2
+
+
+def _check_range(address: int, length: int) -> None:
+    if address & (PAGE_SIZE - 1) or length == 0 or address + length > USER_END:
+        raise SyscallError(errno.EINVAL)
+
+
+def sys_mmap(t, addr, length, prot, flags, fd, offset):  # noqa: ANN001
+    flags = s32(flags)
+    prot = s32(prot)
+    if length == 0 or prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC):
+        raise SyscallError(errno.EINVAL)
+    if flags & MAP_TYPE not in (MAP_PRIVATE, MAP_SHARED):
+        raise SyscallError(errno.EINVAL)
+    if offset & (PAGE_SIZE - 1):
+        raise SyscallError(errno.EINVAL)
+    length = page_align_up(length)
+    if length > USER_END:
+        raise SyscallError(errno.ENOMEM)
+    mm = t.mm
+
+    source = None
+    if not flags & MAP_ANONYMOUS:
+        source = t.fds.get(s32(fd))
+        if flags & MAP_TYPE == MAP_SHARED and prot & PROT_WRITE:
+            # TODO: writable shared file mappings need write-back to the file
+            # on msync and munmap; until then they are refused, not faked.
+            raise SyscallError(errno.ENODEV, "writable MAP_SHARED file mapping")
+
+    # Choose the address: MAP_FIXED replaces, a free hint is honoured, otherwise
+    # the highest free gap below the mmap base, as Linux does.
+    if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
+        _check_range(addr, length)
+        if flags & MAP_FIXED_NOREPLACE and mm._overlapping(addr, addr + length):
+            raise SyscallError(errno.EEXIST)
+        mm.unmap(addr, length)
+        start = addr
+    else:
+        start = 0
+        if addr and not addr & (PAGE_SIZE - 1) and addr + length <= USER_END:
+            if not mm._overlapping(addr, addr + length):
+                start = addr
+        if not start:
+            try:
+                start = mm.free_range(length)
+            except MemoryFault:
+                raise SyscallError(errno.ENOMEM) from None
+
+    name = ""
+    device = inode = 0
+    if source is not None:
+        st = source.fstat()
+        name = t.vfs.fd_target(source)
+        device, inode = st.st_dev, st.st_ino
+    try:
+        mm.map_area(
+            start,
+            length,
+            prot,
+            flags,
+            name=name,
+            offset=offset,
+            device=device,
+            inode=inode,
+        )
+    except Exception as exc:  # noqa: BLE001 - out of guest memory
+        if type(exc).__name__ == "OutOfMemoryError":
+            raise SyscallError(errno.ENOMEM) from None
+        raise
+    if source is not None:
+        # A private file mapping is a copy of the file taken now; reading past
+        # the end of the file gives zeros, as in the last page on Linux.
+        data = source.pread(length, offset)
+        if data:
+            mm.write_kernel(start, data)
+    return start
+
+
+def sys_munmap(t, addr, length, *_):  # noqa: ANN001, ANN002
+    _check_range(addr, page_align_up(length))
+    t.mm.unmap(addr, length)
+    return 0
+
+
+def sys_mprotect(t, addr, length, prot, *_):  # noqa: ANN001, ANN002
+    if addr & (PAGE_SIZE - 1):
+        raise SyscallError(errno.EINVAL)
+    if length == 0:
+        return 0
+    prot = s32(prot)
+    # PROT_GROWSDOWN/PROT_GROWSUP (0x01000000, 0x02000000) only extend the range.
+    prot &= PROT_READ | PROT_WRITE | PROT_EXEC
+    try:
+        t.mm.protect(addr, length, prot)
+    except MemoryFault:
+        raise SyscallError(errno.ENOMEM) from None
+    return 0
+
+
+def sys_brk(t, addr, *_):  # noqa: ANN001, ANN002
+    return t.mm.set_brk(addr) if addr else t.mm.brk
+
+
+def sys_madvise(t, addr, length, advice, *_):  # noqa: ANN001, ANN002
+    if addr & (PAGE_SIZE - 1):
+        raise SyscallError(errno.EINVAL)
+    advice = s32(advice)
+    if advice in (MADV_DONTNEED, MADV_FREE) and length:
+        # Private anonymous memory reads back as zeros after MADV_DONTNEED.
+        length = page_align_up(length)
+        mm = t.mm
+        for view in mm.views(addr, length, True):
+            view[:] = bytes(len(view))
+    return 0
+
+
+def sys_mremap(t, old_addr, old_size, new_size, flags, new_addr, *_):  # noqa: ANN001, ANN002
+    flags = s32(flags)
+    if old_addr & (PAGE_SIZE - 1) or not new_size:
+        raise SyscallError(errno.EINVAL)
+    old_size = page_align_up(old_size)
+    new_size = page_align_up(new_size)
+    mm = t.mm
+    area = mm.find(old_addr)
+    if area is None or old_addr + old_size > area.end:
+        raise SyscallError(errno.EFAULT)
+    if flags & MREMAP_FIXED:
+        if not flags & MREMAP_MAYMOVE:
+            raise SyscallError(errno.EINVAL)
+        target = new_addr
+        mm.unmap(target, new_size)
+    elif new_size <= old_size:
+        if new_size < old_size:
+            mm.unmap(old_addr + new_size, old_size - new_size)
+        return old_addr
+    elif not mm._overlapping(old_addr + old_size, old_addr + new_size):
+        mm.map_area(
+            old_addr + old_size,
+            new_size - old_size,
+            area.prot,
+            area.flags,
+            name=area.name,
+            offset=area.offset + old_size,
+            device=area.device,
+            inode=area.inode,
+        )
+        return old_addr
+    elif not flags & MREMAP_MAYMOVE:
+        raise SyscallError(errno.ENOMEM)
+    else:
+        target = mm.free_range(new_size)
+    # Move: a new area holding a copy of the old contents, then drop the old.
+    contents = (
+        mm.read(old_addr, min(old_size, new_size)) if area.prot & PROT_READ else b""
+    )
+    mm.map_area(
+        target,
+        new_size,
+        area.prot,
+        area.flags,
+        name=area.name,
+        offset=area.offset,
+        device=area.device,
+        inode=area.inode,
+    )
+    if contents:
+        mm.write_kernel(target, contents)
+    mm.unmap(old_addr, old_size)
+    return target
+
+
+def sys_msync(t, addr, length, flags, *_):  # noqa: ANN001, ANN002
+    if addr & (PAGE_SIZE - 1):
+        raise SyscallError(errno.EINVAL)
+    return 0
+
+
+def sys_mlock(t, *_):  # noqa: ANN001, ANN002
+    # Guest memory is never swapped out by this kernel: every page is locked.
+    return 0
+
+
+def sys_mincore(t, addr, length, vec, *_):  # noqa: ANN001, ANN002
+    pages = page_align_up(length) // PAGE_SIZE
+    t.mm.write(vec, b"\1" * pages)
+    return 0
+
+
+SYSCALLS = {
+    NUMBERS["mmap"]: sys_mmap,
+    NUMBERS["munmap"]: sys_munmap,
+    NUMBERS["mprotect"]: sys_mprotect,
+    NUMBERS["brk"]: sys_brk,
+    NUMBERS["madvise"]: sys_madvise,
+    NUMBERS["mremap"]: sys_mremap,
+    NUMBERS["msync"]: sys_msync,
+    NUMBERS["mlock"]: sys_mlock,
+    NUMBERS["munlock"]: sys_mlock,
+    NUMBERS["mlockall"]: sys_mlock,
+    NUMBERS["munlockall"]: sys_mlock,
+    NUMBERS["mincore"]: sys_mincore,
+}
+
+del s64
