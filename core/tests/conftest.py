@@ -6,8 +6,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import osv
+
+# The machines running these tests have two cores shared with VMs and
+# compilers: time limits per example measure the machine, not the code, so
+# the fuzzing tests are held to example counts only.
+settings.register_profile(
+    "osv", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("osv")
 
 
 @pytest.fixture

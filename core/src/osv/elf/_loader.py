@@ -130,7 +130,7 @@ def parse_elf(path: str, data: bytes) -> ElfProgram:
                     )
                 )
             elif kind == "PT_INTERP":
-                interpreter = segment.get_interpreter_name()
+                interpreter = segment.get_interp_name()
             elif kind == "PT_PHDR":
                 phdr_vaddr = segment["p_vaddr"]
         if not segments:

@@ -1,0 +1,149 @@
+"""`osv build` and `osv run` as a user meets them: console lines, options, errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BUSYBOX = shutil.which("busybox")
+
+pytestmark = [
+    pytest.mark.skipif(
+        not os.path.exists("/dev/kvm"), reason="boots VMs: needs /dev/kvm"
+    ),
+    pytest.mark.skipif(
+        BUSYBOX is None, reason="Debian's busybox-static is not installed"
+    ),
+]
+
+
+def osv(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "osv", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "busybox.img"
+    built = osv("build", "-o", str(path), "--from-host", BUSYBOX)
+    assert built.returncode == 0, built.stderr
+    return path
+
+
+def test_console_shows_version_boot_time_and_cmdline(image: Path) -> None:
+    result = osv("run", str(image), "-e", f"{BUSYBOX} echo hi")
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("OSv v")
+    assert lines[1].startswith("Booted up in ") and lines[1].endswith(" ms")
+    assert lines[2] == f"Cmdline: {BUSYBOX} echo hi"
+    assert lines[3:] == ["hi"]
+    assert result.returncode == 0
+
+
+def test_default_cmdline_is_the_one_program(image: Path) -> None:
+    result = osv("run", str(image))
+    assert f"Cmdline: {BUSYBOX}" in result.stdout
+    # busybox with no applet lists its applets and succeeds.
+    assert "Currently defined functions" in result.stdout
+
+
+def test_bootchart_prints_stages_instead_of_total(image: Path) -> None:
+    result = osv("run", "--bootchart", str(image), "-e", f"{BUSYBOX} true")
+    stages = [line for line in result.stdout.splitlines() if line.startswith("\t")]
+    assert [s.split(":")[0].strip() for s in stages][-1] == "Total time"
+    assert all("ms, (+" in s for s in stages)
+    assert "Booted up in" not in result.stdout
+    assert result.returncode == 0
+
+
+def test_unknown_loader_option_prints_usage_and_fails(image: Path) -> None:
+    result = osv("run", str(image), "-e", f"--no-such-option {BUSYBOX} true")
+    assert "unrecognized option: no-such-option" in result.stdout
+    assert "--env=" in result.stdout  # the usage text lists the options
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+
+
+def test_env_cwd_and_semicolon_sequence(image: Path) -> None:
+    cmdline = f"--env=GREETING=hello --cwd=/dev {BUSYBOX} pwd; {BUSYBOX} env"
+    result = osv("run", str(image), "-e", cmdline)
+    output = result.stdout.split(f"Cmdline: {cmdline.split(' ', 2)[2]}\n", 1)[1]
+    assert output.splitlines()[0] == "/dev"
+    assert "GREETING=hello" in output.splitlines()
+    assert "OSV_CPUS=1" in output.splitlines()
+    assert result.returncode == 0
+
+
+def test_exit_status_of_last_command_is_returned(image: Path) -> None:
+    result = osv("run", str(image), "-e", f"{BUSYBOX} true; {BUSYBOX} false")
+    assert result.returncode == 1
+
+
+def test_redirect_writes_output_to_a_guest_file(image: Path) -> None:
+    cmdline = f"--redirect=/tmp/out {BUSYBOX} echo hidden"
+    result = osv("run", str(image), "-e", cmdline)
+    assert "Writing stdout and stderr to /tmp/out" in result.stdout
+    assert result.stdout.endswith(f"Cmdline: {BUSYBOX} echo hidden\n")
+    assert result.returncode == 0
+
+
+def test_empty_command_line_is_refused(image: Path) -> None:
+    result = osv("run", str(image), "-e", " ; ")
+    assert "This image has an empty command line. Nothing to run." in result.stdout
+    assert result.returncode != 0
+
+
+def test_missing_program_is_a_clear_error(image: Path) -> None:
+    result = osv("run", str(image), "-e", "/no/such/program")
+    assert "Failed to load object: /no/such/program" in result.stdout
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+
+
+def test_proc_self_exe_and_mounts_seen_by_program(image: Path) -> None:
+    result = osv(
+        "run",
+        str(image),
+        "-e",
+        f"{BUSYBOX} readlink /proc/self/exe; {BUSYBOX} cat /proc/mounts",
+    )
+    output = result.stdout.split("\n", 3)[3].splitlines()
+    assert output[0] == BUSYBOX
+    assert "none / ramfs rw 0 0" in output
+    assert any(line.startswith("none /proc procfs") for line in output)
+
+
+def test_broken_image_is_one_line_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.img"
+    bogus.write_bytes(b"not an image" * 100)
+    result = osv("run", str(bogus))
+    assert result.returncode == 1
+    assert result.stderr.startswith("osv: error: ")
+    assert result.stderr.count("\n") == 1
+
+
+def test_dynamically_linked_program_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "dyn.img"
+    assert osv("build", "-o", str(path), "--from-host", "/bin/true").returncode == 0
+    result = osv("run", str(path))
+    assert result.returncode != 0
+    assert "dynamically linked" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_build_with_module_filesystem_not_installed_hints_pip(tmp_path: Path) -> None:
+    result = osv(
+        "build", "-o", str(tmp_path / "x.img"), "--fs", "zfs", "--from-host", BUSYBOX
+    )
+    assert result.returncode == 1
+    assert "pip install osv-mod-zfs" in result.stderr
