@@ -19,7 +19,7 @@ from osv.hv._machine import (
     VECTOR_NAMES,
     Machine,
 )
-from osv.mm import AddressSpace, MemoryFault, PhysicalMemory
+from osv.mm import MMAP_TOP, AddressSpace, MemoryFault, PhysicalMemory
 from osv.sched import Process, ProcessExit, Task
 from osv.sched._procinfo import ProcessInfo
 from osv.syscalls._common import SyscallError, enosys
@@ -201,25 +201,22 @@ class Kernel:
         stdio=None,  # noqa: ANN001
     ) -> Process:
         """Create the process for ``argv`` and load its program (execve)."""
-        from osv.vfs import FdTable, FsError
+        from osv.vfs import FdTable
 
         cwd_vnode = self.vfs.resolve(cwd)
         env = dict(e.split("=", 1) for e in envp if "=" in e)
         path = self.find_program(argv[0], cwd_vnode, env)
-        try:
-            program_file = self.vfs.open(path, os.O_RDONLY, 0, cwd_vnode)
-            size = program_file.fstat().st_size
-            data = program_file.pread(size, 0)
-            exe = self.vfs.realpath(program_file.vnode)
-            program_file.close()
-        except FsError as exc:
-            raise KernelError(f"Failed to load object: {path}: {exc}") from None
+        exe, data = self._read_program(path, cwd_vnode)
         program = parse_elf(exe, data)
+        interpreter = None
         if program.interpreter:
-            raise KernelError(
-                f"{path} is dynamically linked (needs {program.interpreter}); "
-                "only static programs can run so far"
-            )
+            interp_path, interp_data = self._read_program(program.interpreter, None)
+            interpreter = parse_elf(interp_path, interp_data)
+            if not interpreter.is_dynamic_object or interpreter.interpreter:
+                raise KernelError(
+                    f"{program.interpreter}: not a dynamic linker (ET_DYN without "
+                    "PT_INTERP)"
+                )
 
         mm = AddressSpace(self.phys)
         self.machine.install(mm)
@@ -241,6 +238,15 @@ class Kernel:
         process.loaded = loaded
         self.current = process
         mm.set_brk_start(loaded.end)
+        entry, interp_base = loaded.entry, 0
+        if interpreter is not None:
+            # The dynamic linker goes where Linux puts it without address-space
+            # randomisation: at the top of the mmap area, below the stack.
+            span = interpreter.load_span
+            base = mm.free_range(span, top=MMAP_TOP) - interpreter.first_vaddr
+            linker = load_program(mm, interpreter, base)
+            entry, interp_base = linker.entry, linker.base
+            process.interpreter = linker
         rsp, _ = build_stack(
             mm,
             argv,
@@ -250,7 +256,7 @@ class Kernel:
                 (auxv.AT_PHENT, program.e_phentsize),
                 (auxv.AT_PHNUM, program.e_phnum),
                 (auxv.AT_PAGESZ, 4096),
-                (auxv.AT_BASE, 0),
+                (auxv.AT_BASE, interp_base),
                 (auxv.AT_FLAGS, 0),
                 (auxv.AT_ENTRY, loaded.entry),
                 (auxv.AT_UID, 0),
@@ -272,8 +278,22 @@ class Kernel:
         vcpu.aspace = mm
         task = Task(tid=PID, process=process, vcpu=vcpu)
         process.tasks.append(task)
-        vcpu.setup(entry=loaded.entry, stack=rsp, lstar=self.machine.lstar)
+        vcpu.setup(entry=entry, stack=rsp, lstar=self.machine.lstar)
         return process
+
+    def _read_program(self, path: str, cwd) -> tuple[str, bytes]:  # noqa: ANN001
+        """The resolved path and the bytes of a program file in the guest VFS."""
+        from osv.vfs import FsError
+
+        try:
+            program_file = self.vfs.open(path, os.O_RDONLY, 0, cwd)
+            try:
+                data = program_file.pread(program_file.fstat().st_size, 0)
+                return self.vfs.realpath(program_file.vnode), data
+            finally:
+                program_file.close()
+        except FsError as exc:
+            raise KernelError(f"Failed to load object: {path}: {exc.message}") from None
 
     def run(self, process: Process) -> RunResult:
         """Run the process until it exits; return its exit status and counters."""

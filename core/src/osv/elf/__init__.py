@@ -1,5 +1,11 @@
 """ELF programs: parsing with pyelftools, loading, and the initial stack."""
 
+from osv.elf._deps import (
+    ElfDependencies,
+    MissingLibraryError,
+    read_ld_so_cache,
+    resolve_dependencies,
+)
 from osv.elf._loader import (
     ElfError,
     ElfProgram,
@@ -11,6 +17,10 @@ from osv.elf._stack import STACK_SIZE, build_stack
 
 __all__ = [
     "STACK_SIZE",
+    "ElfDependencies",
+    "MissingLibraryError",
+    "read_ld_so_cache",
+    "resolve_dependencies",
     "ElfError",
     "ElfProgram",
     "LoadedProgram",

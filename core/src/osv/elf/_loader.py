@@ -82,6 +82,17 @@ class ElfProgram:
     def is_dynamic_object(self) -> bool:
         return self.e_type == "ET_DYN"
 
+    @property
+    def first_vaddr(self) -> int:
+        """The page-aligned lowest address of the PT_LOAD segments."""
+        return min(s.p_vaddr for s in self.segments) & ~(PAGE_SIZE - 1)
+
+    @property
+    def load_span(self) -> int:
+        """Bytes of address space the PT_LOAD segments cover, in whole pages."""
+        end = max(s.p_vaddr + s.p_memsz for s in self.segments)
+        return page_align_up(end) - self.first_vaddr
+
 
 @dataclass
 class LoadedProgram:

@@ -66,7 +66,12 @@ if cython.compiled:
     @cython.inline
     @cython.exceptval(check=False)
     def _kvm_run(vcpu_fd: cython.int) -> cython.int:
-        if c_ioctl(vcpu_fd, _KVM_RUN, 0) < 0:
+        # The GIL is released while the vCPU runs, so other host threads (other
+        # vCPUs, services of the kernel) go on while the guest computes.
+        rc: cython.int
+        with cython.nogil:
+            rc = c_ioctl(vcpu_fd, _KVM_RUN, 0)
+        if rc < 0:
             return -c_errno
         return 0
 

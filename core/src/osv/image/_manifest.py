@@ -89,7 +89,9 @@ def manifest_from_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Manifes
 
     A file (a symlink given here is followed) becomes a file; a directory
     becomes a directory together with its whole tree, in which subdirectories,
-    files and symlinks keep their kind (symlinks are not followed).
+    files and symlinks keep their kind (symlinks are not followed). A
+    dynamically linked ELF file brings its dynamic linker and the closure of
+    its DT_NEEDED libraries, each at the host path where the loader finds it.
     """
     entries = _Entries()
     for number, raw_path in enumerate(paths, 1):
@@ -106,6 +108,14 @@ def manifest_from_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Manifes
 
         if stat.S_ISREG(mode):
             entries.add(ManifestEntry(guest, "file", resolved, None, origin))
+            for needed in _elf_dependencies(resolved, origin):
+                needed_guest = _guest_path(needed, origin)
+                if needed_guest not in entries:
+                    entries.add(
+                        ManifestEntry(
+                            needed_guest, "file", os.path.realpath(needed), None, origin
+                        )
+                    )
         elif stat.S_ISDIR(mode):
             entries.add(ManifestEntry(guest, "dir", resolved, None, origin))
             for entry in _directory_tree(guest, resolved, origin):
@@ -115,6 +125,23 @@ def manifest_from_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Manifes
     return entries.items
 
 
+def _elf_dependencies(path: str, origin: str) -> list[str]:
+    """Host paths of the interpreter and libraries a dynamic ELF file needs."""
+    with open(path, "rb") as stream:
+        if stream.read(4) != b"\x7fELF":
+            return []
+    from osv.elf import ElfError, resolve_dependencies
+
+    try:
+        dependencies = resolve_dependencies(path)
+    except ElfError as error:
+        raise ManifestError(f"{origin}: {error}") from None
+    found = list(dependencies.libraries)
+    if dependencies.interpreter:
+        found.append(dependencies.interpreter)
+    return found
+
+
 class _Entries:
     """Entries in order, where a later entry for the same guest path replaces
     the earlier one but keeps its position (as OSv's ordered mapping does)."""
@@ -122,6 +149,9 @@ class _Entries:
     def __init__(self) -> None:
         self.items: list[ManifestEntry] = []
         self._position: dict[str, int] = {}
+
+    def __contains__(self, guest: str) -> bool:
+        return guest in self._position
 
     def add(self, entry: ManifestEntry) -> None:
         position = self._position.get(entry.guest)

@@ -61,6 +61,7 @@ class Process:
     signal_actions: dict[int, bytes] = field(default_factory=dict)
     start_ns: int = field(default_factory=time.monotonic_ns)
     loaded: object = None  # osv.elf.LoadedProgram of the main program
+    interpreter: object = None  # osv.elf.LoadedProgram of the dynamic linker
     exit_status: int | None = None
     tasks: list[Task] = field(default_factory=list)
 

@@ -59,15 +59,58 @@ def dir_of(t, dirfd: int):  # noqa: ANN001, ANN201 - returns a Vnode
 
 _reported: set[int] = set()
 
+# System calls that belong to a module, and what a program gets when that
+# module is not in the image: the errno Linux gives when the feature is not
+# configured into the kernel.
+MODULE_SYSCALLS = {
+    name: (
+        "net",
+        errno.EAFNOSUPPORT if name in ("socket", "socketpair") else errno.EBADF,
+    )
+    for name in (
+        "socket",
+        "socketpair",
+        "bind",
+        "connect",
+        "listen",
+        "accept",
+        "accept4",
+        "getsockname",
+        "getpeername",
+        "sendto",
+        "recvfrom",
+        "sendmsg",
+        "recvmsg",
+        "shutdown",
+        "setsockopt",
+        "getsockopt",
+        "sendmmsg",
+        "recvmmsg",
+    )
+}
+
 
 def enosys(t, nr: int) -> int:  # noqa: ANN001
-    """The answer to a system call nobody implements: ENOSYS, logged once."""
+    """The answer to a system call nobody implements: ENOSYS, logged once.
+
+    A call that a module would serve gets the errno of a kernel built
+    without that feature, and the log says which module to install.
+    """
+    name = NAMES.get(nr, "unknown")
+    owner = MODULE_SYSCALLS.get(name)
     if nr not in _reported:
         _reported.add(nr)
-        name = NAMES.get(nr, "unknown")
-        logger.warning("unimplemented system call %d (%s)", nr, name)
-        t.kernel.log(f"unimplemented system call {nr} ({name})")
-    return -errno.ENOSYS
+        if owner is not None:
+            message = (
+                f"system call {nr} ({name}) needs the {owner[0]} module "
+                f"(pip install osv-mod-{owner[0]})"
+            )
+            logger.info(message)
+        else:
+            message = f"unimplemented system call {nr} ({name})"
+            logger.warning(message)
+        t.kernel.log(message)
+    return -(owner[1] if owner is not None else errno.ENOSYS)
 
 
 def unsupported(what: str, err: int = errno.ENOSYS) -> int:

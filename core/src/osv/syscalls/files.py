@@ -557,6 +557,21 @@ def sys_utimensat(t, dirfd, path, times, flags, *_):  # noqa: ANN001, ANN002
     return 0
 
 
+POSIX_FADV_DONTNEED = 4
+POSIX_FADV_NOREUSE = 5
+
+
+def sys_fadvise64(t, fd, offset, length, advice, *_):  # noqa: ANN001, ANN002
+    f = _file(t, fd)
+    if not 0 <= s32(advice) <= POSIX_FADV_NOREUSE:
+        raise SyscallError(errno.EINVAL)
+    if f.path.startswith("pipe:"):
+        raise SyscallError(errno.ESPIPE)
+    # Advice about future access: the kernel keeps no page cache to tune, so
+    # following it changes nothing, and success is the truthful answer.
+    return 0
+
+
 def sys_umask(t, mask, *_):  # noqa: ANN001, ANN002
     old = t.process.umask
     t.process.umask = mask & 0o777

@@ -178,6 +178,7 @@ from ._devfs import DevFs, DeviceVnode, NullDevice, RandomDevice, ZeroDevice
 from ._errors import FsError
 from ._fdtable import DEFAULT_FD_LIMIT, FdTable
 from ._file import File
+from ._pipe import PIPE_BUF, PipeFile, make_pipe
 from ._procfs import GeneratedFile, ProcFs, ProcProvider, mounts_text
 from ._ramfs import RamFs
 from ._stat import Stat, StatFs
@@ -271,6 +272,9 @@ __all__ = [
     "File",
     "FileSystemType",
     "FsError",
+    "PIPE_BUF",
+    "PipeFile",
+    "make_pipe",
     "GeneratedFile",
     "Mount",
     "NullDevice",

@@ -1,0 +1,232 @@
+"""Pipes, poll and select, and extended attributes."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import struct
+import time
+
+from osv.syscalls._common import SyscallError, path_arg, s32
+from osv.syscalls._numbers import NUMBERS
+from osv.vfs import POLLNVAL, FsError, make_pipe
+
+logger = logging.getLogger(__name__)
+
+O_CLOEXEC = 0o2000000
+O_NONBLOCK = 0o4000
+O_DIRECT = 0o40000
+POLLIN = 0x1
+POLLOUT = 0x4
+POLLERR = 0x8
+POLLHUP = 0x10
+# How often a blocked poll looks again at sources it cannot wait on directly
+# (console input, files served by other threads).
+POLL_INTERVAL = 0.005
+
+
+# ---- pipes -------------------------------------------------------------------
+
+
+def sys_pipe2(t, fds_ptr, flags, *_):  # noqa: ANN001, ANN002
+    flags = s32(flags)
+    if flags & ~(O_CLOEXEC | O_NONBLOCK | O_DIRECT):
+        raise SyscallError(errno.EINVAL)
+    read_end, write_end = make_pipe(flags & O_NONBLOCK)
+    cloexec = bool(flags & O_CLOEXEC)
+    read_fd = t.fds.install(read_end, cloexec=cloexec)
+    try:
+        write_fd = t.fds.install(write_end, cloexec=cloexec)
+    except FsError:
+        t.fds.close(read_fd)
+        raise
+    t.mm.write(fds_ptr, struct.pack("<ii", read_fd, write_fd))
+    return 0
+
+
+def sys_pipe(t, fds_ptr, *_):  # noqa: ANN001, ANN002
+    return sys_pipe2(t, fds_ptr, 0)
+
+
+# ---- poll and select ---------------------------------------------------------
+
+
+def _revents(t, fd: int, events: int) -> int:  # noqa: ANN001
+    if fd < 0:
+        return 0
+    try:
+        f = t.fds.get(fd)
+    except FsError:
+        return POLLNVAL
+    return f.poll_ready(events | POLLERR | POLLHUP)
+
+
+def _wait(deadline: float | None, ready) -> int:  # noqa: ANN001
+    """Call ``ready()`` until it reports something or the deadline passes."""
+    while True:
+        count = ready()
+        if count or (deadline is not None and time.monotonic() >= deadline):
+            return count
+        pause = POLL_INTERVAL
+        if deadline is not None:
+            pause = min(pause, max(0.0, deadline - time.monotonic()))
+        time.sleep(pause)
+
+
+def _poll(t, fds_ptr: int, nfds: int, deadline: float | None) -> int:  # noqa: ANN001
+    if nfds > t.fds.limit:
+        raise SyscallError(errno.EINVAL)
+    raw = t.mm.read(fds_ptr, 8 * nfds) if nfds else b""
+    entries = [struct.unpack_from("<ihh", raw, 8 * i) for i in range(nfds)]
+    results = [0] * nfds
+
+    def ready() -> int:
+        count = 0
+        for i, (fd, events, _) in enumerate(entries):
+            results[i] = _revents(t, fd, events & 0xFFFF) & 0xFFFF
+            count += results[i] != 0
+        return count
+
+    count = _wait(deadline, ready)
+    out = b"".join(
+        struct.pack("<ihH", fd, events, results[i])
+        for i, (fd, events, _) in enumerate(entries)
+    )
+    if out:
+        t.mm.write(fds_ptr, out)
+    return count
+
+
+def sys_poll(t, fds_ptr, nfds, timeout_ms, *_):  # noqa: ANN001, ANN002
+    timeout_ms = s32(timeout_ms)
+    deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
+    return _poll(t, fds_ptr, nfds & 0xFFFFFFFF, deadline)
+
+
+def _timespec_deadline(t, address: int) -> float | None:  # noqa: ANN001
+    if not address:
+        return None
+    sec, nsec = struct.unpack("<qq", t.mm.read(address, 16))
+    if sec < 0 or not 0 <= nsec < 1_000_000_000:
+        raise SyscallError(errno.EINVAL)
+    return time.monotonic() + sec + nsec / 1e9
+
+
+def sys_ppoll(t, fds_ptr, nfds, timeout_ptr, sigmask, sigsetsize, *_):  # noqa: ANN001, ANN002
+    # TODO: the signal mask is not swapped during the wait (signals are not
+    # delivered yet, so nothing could interrupt it).
+    return _poll(t, fds_ptr, nfds & 0xFFFFFFFF, _timespec_deadline(t, timeout_ptr))
+
+
+def _select(t, nfds, readfds, writefds, exceptfds, deadline):  # noqa: ANN001, ANN202
+    nfds = s32(nfds)
+    if nfds < 0 or nfds > t.fds.limit:
+        raise SyscallError(errno.EINVAL)
+    nbytes = (nfds + 63) // 64 * 8
+    sets = [
+        int.from_bytes(t.mm.read(ptr, nbytes), "little") if ptr and nbytes else 0
+        for ptr in (readfds, writefds, exceptfds)
+    ]
+    wanted = sets[0] | sets[1] | sets[2]
+    for fd in range(nfds):
+        if wanted >> fd & 1:
+            t.fds.get(fd)  # EBADF for a closed descriptor, as Linux
+    results = [0, 0, 0]
+
+    def ready() -> int:
+        count = 0
+        results[:] = [0, 0, 0]
+        for fd in range(nfds):
+            if not wanted >> fd & 1:
+                continue
+            revents = _revents(t, fd, POLLIN | POLLOUT)
+            if sets[0] >> fd & 1 and revents & (POLLIN | POLLHUP | POLLERR):
+                results[0] |= 1 << fd
+                count += 1
+            if sets[1] >> fd & 1 and revents & (POLLOUT | POLLERR):
+                results[1] |= 1 << fd
+                count += 1
+        return count
+
+    count = _wait(deadline, ready)
+    for ptr, value in zip((readfds, writefds, exceptfds), results, strict=True):
+        if ptr and nbytes:
+            t.mm.write(ptr, value.to_bytes(nbytes, "little"))
+    return count
+
+
+def sys_select(t, nfds, readfds, writefds, exceptfds, timeout_ptr, *_):  # noqa: ANN001, ANN002
+    deadline = None
+    if timeout_ptr:
+        sec, usec = struct.unpack("<qq", t.mm.read(timeout_ptr, 16))
+        if sec < 0 or usec < 0:
+            raise SyscallError(errno.EINVAL)
+        deadline = time.monotonic() + sec + usec / 1e6
+    return _select(t, nfds, readfds, writefds, exceptfds, deadline)
+
+
+def sys_pselect6(t, nfds, readfds, writefds, exceptfds, timeout_ptr, sigmask):  # noqa: ANN001
+    return _select(
+        t, nfds, readfds, writefds, exceptfds, _timespec_deadline(t, timeout_ptr)
+    )
+
+
+# ---- extended attributes -----------------------------------------------------
+
+# Rationale: none of the core's file systems stores extended attributes. For a
+# file system without them Linux answers "no such attribute" (ENODATA) to a
+# get, an empty list to a list, and EOPNOTSUPP to a set; programs such as ls
+# and cp rely on exactly these answers to skip ACLs and security labels.
+
+
+def _xattr_target(t, path_or_fd: int, by_fd: bool, follow: bool) -> None:  # noqa: ANN001
+    if by_fd:
+        t.fds.get(s32(path_or_fd))
+    else:
+        t.vfs.resolve(path_arg(t, path_or_fd), t.process.cwd, follow)
+
+
+def _getxattr(by_fd: bool, follow: bool):  # noqa: ANN202
+    def handler(t, target, name, value, size, *_):  # noqa: ANN001, ANN002, ANN202
+        _xattr_target(t, target, by_fd, follow)
+        return -errno.ENODATA
+
+    return handler
+
+
+def _listxattr(by_fd: bool, follow: bool):  # noqa: ANN202
+    def handler(t, target, buf, size, *_):  # noqa: ANN001, ANN002, ANN202
+        _xattr_target(t, target, by_fd, follow)
+        return 0
+
+    return handler
+
+
+def _setxattr(by_fd: bool, follow: bool):  # noqa: ANN202
+    def handler(t, target, *_):  # noqa: ANN001, ANN002, ANN202
+        _xattr_target(t, target, by_fd, follow)
+        return -errno.EOPNOTSUPP
+
+    return handler
+
+
+SYSCALLS = {
+    NUMBERS["pipe"]: sys_pipe,
+    NUMBERS["pipe2"]: sys_pipe2,
+    NUMBERS["poll"]: sys_poll,
+    NUMBERS["ppoll"]: sys_ppoll,
+    NUMBERS["select"]: sys_select,
+    NUMBERS["pselect6"]: sys_pselect6,
+    NUMBERS["getxattr"]: _getxattr(False, True),
+    NUMBERS["lgetxattr"]: _getxattr(False, False),
+    NUMBERS["fgetxattr"]: _getxattr(True, True),
+    NUMBERS["listxattr"]: _listxattr(False, True),
+    NUMBERS["llistxattr"]: _listxattr(False, False),
+    NUMBERS["flistxattr"]: _listxattr(True, True),
+    NUMBERS["setxattr"]: _setxattr(False, True),
+    NUMBERS["lsetxattr"]: _setxattr(False, False),
+    NUMBERS["fsetxattr"]: _setxattr(True, True),
+    NUMBERS["removexattr"]: _setxattr(False, True),
+    NUMBERS["lremovexattr"]: _setxattr(False, False),
+    NUMBERS["fremovexattr"]: _setxattr(True, True),
+}

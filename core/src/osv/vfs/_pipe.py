@@ -1,0 +1,160 @@
+"""Anonymous pipes: a bounded byte queue with a read end and a write end."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import itertools
+import stat
+import threading
+
+from ._abi import (
+    O_NONBLOCK,
+    O_RDONLY,
+    O_WRONLY,
+    POLLERR,
+    POLLHUP,
+    POLLIN,
+    POLLOUT,
+    POLLRDNORM,
+    POLLWRNORM,
+)
+from ._errors import FsError
+from ._file import File
+from ._vnode import Vnode
+
+PIPE_BUF = 4096
+PIPE_CAPACITY = 65536
+
+# Pipes live on Linux's "pipefs": st_dev of that anonymous mount, fresh inodes.
+PIPEFS_DEV = 0x0C
+_inodes = itertools.count(1_000_000)
+
+
+class PipeVnode(Vnode):
+    """The shared buffer of one pipe and the count of its open ends."""
+
+    # Rationale: the two ends can be used by different guest threads, each
+    # served by its own host thread, so the buffer is guarded by a condition
+    # variable: a reader waits for data or for the last writer to close, a
+    # writer waits for room or for the last reader to close (then EPIPE).
+    # Writes of at most PIPE_BUF bytes are atomic, as POSIX requires.
+
+    def __init__(self) -> None:
+        super().__init__(None, next(_inodes), stat.S_IFIFO | 0o600)
+        self.buffer = bytearray()
+        self.readers = 0
+        self.writers = 0
+        self.changed = threading.Condition()
+
+    def stat(self):  # noqa: ANN201
+        return dataclasses.replace(
+            super().stat(), st_dev=PIPEFS_DEV, st_size=len(self.buffer)
+        )
+
+
+class PipeFile(File):
+    """One end of a pipe."""
+
+    def __init__(self, pipe: PipeVnode, flags: int) -> None:
+        super().__init__(pipe, flags, f"pipe:[{pipe.ino}]")
+        self.pipe = pipe
+        with pipe.changed:
+            if self.readable:
+                pipe.readers += 1
+            if self.writable:
+                pipe.writers += 1
+
+    def release(self) -> None:
+        pipe = self.pipe
+        with pipe.changed:
+            if self.readable:
+                pipe.readers -= 1
+            if self.writable:
+                pipe.writers -= 1
+            pipe.changed.notify_all()
+
+    def readinto(self, buf: memoryview) -> int:
+        if not self.readable:
+            raise FsError(errno.EBADF, "pipe end not open for reading")
+        pipe = self.pipe
+        with pipe.changed:
+            while not pipe.buffer:
+                if pipe.writers == 0:
+                    return 0
+                if self.flags & O_NONBLOCK:
+                    raise FsError(errno.EAGAIN, "pipe is empty")
+                pipe.changed.wait()
+            count = min(len(buf), len(pipe.buffer))
+            buf[:count] = pipe.buffer[:count]
+            del pipe.buffer[:count]
+            pipe.changed.notify_all()
+            return count
+
+    def read(self, size: int) -> bytes:
+        buffer = bytearray(size)
+        count = self.readinto(memoryview(buffer))
+        return bytes(buffer[:count])
+
+    def write(self, data: bytes | memoryview) -> int:
+        if not self.writable:
+            raise FsError(errno.EBADF, "pipe end not open for writing")
+        pipe = self.pipe
+        data = memoryview(data).cast("B")
+        done = 0
+        with pipe.changed:
+            while done < len(data):
+                if pipe.readers == 0:
+                    # TODO: Linux also sends SIGPIPE; signals are not delivered yet.
+                    if done:
+                        return done
+                    raise FsError(errno.EPIPE, "no reader on the pipe")
+                room = PIPE_CAPACITY - len(pipe.buffer)
+                # A write of at most PIPE_BUF bytes goes in whole or not at all.
+                if room <= 0 or (len(data) <= PIPE_BUF and room < len(data)):
+                    if self.flags & O_NONBLOCK:
+                        if done:
+                            return done
+                        raise FsError(errno.EAGAIN, "pipe is full")
+                    pipe.changed.wait()
+                    continue
+                count = min(room, len(data) - done)
+                pipe.buffer += data[done : done + count]
+                done += count
+                pipe.changed.notify_all()
+        return done
+
+    def lseek(self, offset: int, whence: int) -> int:
+        raise FsError(errno.ESPIPE, "cannot seek on a pipe")
+
+    def pread(self, size: int, offset: int) -> bytes:
+        raise FsError(errno.ESPIPE, "cannot pread on a pipe")
+
+    def preadinto(self, buf: memoryview, offset: int) -> int:
+        raise FsError(errno.ESPIPE, "cannot pread on a pipe")
+
+    def pwrite(self, data: bytes | memoryview, offset: int) -> int:
+        raise FsError(errno.ESPIPE, "cannot pwrite on a pipe")
+
+    def poll_ready(self, events: int) -> int:
+        pipe = self.pipe
+        ready = 0
+        with pipe.changed:
+            if self.readable:
+                if pipe.buffer:
+                    ready |= events & (POLLIN | POLLRDNORM)
+                if pipe.writers == 0:
+                    ready |= POLLHUP
+            if self.writable:
+                if pipe.readers == 0:
+                    ready |= POLLERR
+                elif PIPE_CAPACITY - len(pipe.buffer) >= PIPE_BUF:
+                    ready |= events & (POLLOUT | POLLWRNORM)
+        return ready
+
+
+def make_pipe(flags: int = 0) -> tuple[PipeFile, PipeFile]:
+    """pipe2(2): the read end and the write end of a new pipe."""
+    pipe = PipeVnode()
+    status = flags & O_NONBLOCK
+    return PipeFile(pipe, O_RDONLY | status), PipeFile(pipe, O_WRONLY | status)
