@@ -20,9 +20,12 @@ pytestmark = pytest.mark.skipif(
 
 
 def _compilers() -> list[tuple[str, list[str]]]:
-    variants = [("static", ["gcc", "-static"]), ("static-pie", ["gcc", "-static-pie"])]
+    variants = [
+        ("static", ["gcc", "-static", "-pthread"]),
+        ("static-pie", ["gcc", "-static-pie", "-pthread"]),
+    ]
     if shutil.which("musl-gcc"):
-        variants.append(("musl", ["musl-gcc", "-static"]))
+        variants.append(("musl", ["musl-gcc", "-static", "-pthread"]))
     return variants
 
 
@@ -272,3 +275,11 @@ def test_no_kvm_gives_one_clear_line(tmp_path: Path, compile_program) -> None:  
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert "/nonexistent/kvm does not exist" in result.stderr
+
+
+@pytest.mark.parametrize("variant", [v for v, _ in COMPILERS])
+def test_threads_match_native(tmp_path: Path, compile_program, variant: str) -> None:  # noqa: ANN001
+    program = compile_program("threads", variant)
+    vm = run_in_vm(tmp_path, str(program), program)
+    assert_same(vm, run_native([str(program)]))
+    assert "counter 400000 shared 1200 joined 60" in vm.stdout

@@ -16,6 +16,12 @@ def osv_filesystem_types():
 @hookimpl
 def osv_syscall_families():
     """Register the Linux system calls the core implements, one table per family."""
-    from osv.syscalls import files, io, memory, process
+    from osv.syscalls import files, io, memory, process, threads
 
-    return [files.SYSCALLS, io.SYSCALLS, memory.SYSCALLS, process.SYSCALLS]
+    return [
+        files.SYSCALLS,
+        io.SYSCALLS,
+        memory.SYSCALLS,
+        process.SYSCALLS,
+        threads.SYSCALLS,
+    ]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
 import platform
+import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -20,7 +24,8 @@ from osv.hv._machine import (
     Machine,
 )
 from osv.mm import MMAP_TOP, AddressSpace, MemoryFault, PhysicalMemory
-from osv.sched import Process, ProcessExit, Task
+from osv.sched import Process, ProcessExit, Task, ThreadExit
+from osv.sched._lock import KERNEL_LOCK
 from osv.sched._procinfo import ProcessInfo
 from osv.syscalls._common import SyscallError, enosys
 from osv.syscalls._numbers import TABLE_SIZE
@@ -49,6 +54,20 @@ SIGNAL_NAMES = {
     6: "SIGABRT",
     9: "SIGKILL",
 }
+
+
+@contextlib.contextmanager
+def KERNEL_LOCK_HELD():  # noqa: N802 - reads as the state it establishes
+    """Hold the kernel lock for slow-path work outside a system call."""
+    KERNEL_LOCK.acquire()
+    try:
+        yield
+    finally:
+        KERNEL_LOCK.release()
+
+
+def _ignore_signal(signum, frame) -> None:  # noqa: ANN001
+    """SIGUSR1 only interrupts a vCPU's KVM_RUN (see Kernel._end_process)."""
 
 
 class KernelError(Exception):
@@ -105,6 +124,10 @@ class Kernel:
         self.current: Process | None = None
         self.console = Console(0, 1)
         self._errors = (SyscallError, FsError, MemoryFault)
+        self._tids = itertools.count(PID + 1)
+        self._idle_vcpus: list = []
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGUSR1, _ignore_signal)
         self.syscalls = self._syscall_table()
         self.faults = 0
 
@@ -296,45 +319,154 @@ class Kernel:
             raise KernelError(f"Failed to load object: {path}: {exc.message}") from None
 
     def run(self, process: Process) -> RunResult:
-        """Run the process until it exits; return its exit status and counters."""
-        task = process.tasks[0]
+        """Run the process until it ends; return its exit status and counters.
+
+        The main thread runs on the calling host thread; every other guest
+        thread on a host thread of its own (see start_thread).
+        """
+        main = process.tasks[0]
+        first_ns = time.monotonic_ns() - self.boot_ns
+        try:
+            self._run_task(main)
+        except ThreadExit:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - recorded, re-raised below
+            self._end_process(process, exc)
+        # The main thread may end before the others (pthread_exit in main).
+        process.ended.wait()
+        with KERNEL_LOCK_HELD():
+            process.fds.close_all()
+        all_tasks = [main, *process.finished_tasks]
+        calls = sum(t.syscalls[0] for t in {id(t): t for t in all_tasks}.values())
+        if isinstance(process.fault, BaseException):
+            raise process.fault
+        return RunResult(process.exit_status, calls, self.faults, first_ns)
+
+    def _run_task(self, task: Task) -> None:
+        """Serve one guest thread until it or the process ends (by an exception)."""
         vcpu = task.vcpu
         machine = self.machine
-        first_ns = time.monotonic_ns() - self.boot_ns
         run = _dispatch.run_until_slow_exit
-        try:
-            while True:
-                reason = run(
-                    vcpu.fd,
-                    vcpu.run_address,
-                    vcpu.run_q,
-                    machine.trap,
-                    machine.doorbell_gpa,
-                    self.syscalls,
-                    enosys,
-                    task,
-                    task.syscalls,
-                    self._errors,
-                )
+        while True:
+            reason = run(
+                vcpu.fd,
+                vcpu.run_address,
+                vcpu.run_q,
+                machine.trap,
+                machine.doorbell_gpa,
+                self.syscalls,
+                enosys,
+                task,
+                task.syscalls,
+                self._errors,
+                KERNEL_LOCK,
+            )
+            with KERNEL_LOCK_HELD():
                 self._slow_exit(task, reason)
-        except ProcessExit as exit_:
-            status = exit_.status
-            if exit_.signal:
-                self.log(f"program terminated by signal {exit_.signal}")
-        except ProgramFault as fault:
-            status = 128 + fault.signal
-            raise
-        finally:
-            process.fds.close_all()
-        process.exit_status = status
-        return RunResult(status, task.syscalls[0], self.faults, first_ns)
+
+    # ---- threads ---------------------------------------------------------------
+
+    def create_thread(self, parent: Task, stack: int, tls: int | None) -> Task:
+        """A new guest thread (clone): the parent's registers on a new vCPU."""
+        process = parent.process
+        registers = parent.vcpu.registers()
+        # A vCPU whose thread has ended is reused: creating one costs ioctls
+        # and four frames, and KVM offers a bounded number of them.
+        if self._idle_vcpus:
+            vcpu = self._idle_vcpus.pop()
+            vcpu.aspace = process.mm
+        else:
+            vcpu = self.machine.create_vcpu(process.mm)
+        child = Task(tid=next(self._tids), process=process, vcpu=vcpu)
+        vcpu.setup(
+            entry=registers["rcx"],
+            stack=stack or registers["rsp"],
+            lstar=self.machine.lstar,
+        )
+        # The child returns from the same system call with 0, at the address
+        # and flags the `syscall` instruction saved in RCX and R11.
+        registers.update(rax=0, rip=registers["rcx"], rflags=registers["r11"] | 0x2)
+        if stack:
+            registers["rsp"] = stack
+        vcpu.set_registers(registers)
+        child.fs_base = parent.fs_base if tls is None else tls
+        vcpu.set_fs_base(child.fs_base)
+        child.signal_mask = parent.signal_mask
+        process.tasks.append(child)
+        return child
+
+    def start_thread(self, task: Task) -> None:
+        thread = threading.Thread(
+            target=self._thread_main, args=(task,), name=f"vcpu-{task.tid}", daemon=True
+        )
+        task.thread = thread
+        thread.start()
+
+    def _thread_main(self, task: Task) -> None:
+        try:
+            self._run_task(task)
+        except ThreadExit:
+            return
+        except BaseException as exc:  # noqa: BLE001 - ends the whole program
+            with KERNEL_LOCK_HELD():
+                self._end_process(task.process, exc)
+
+    def end_thread(self, task: Task) -> bool:
+        """A thread's exit: clear and wake its CLONE_CHILD_CLEARTID word.
+
+        Returns True when it was the last thread, so the program ends.
+        """
+        process = task.process
+        if task.clear_child_tid:
+            try:
+                task.mm.write(task.clear_child_tid, bytes(4))
+            except MemoryFault:
+                pass
+            process.futexes.wake(task.clear_child_tid, 1)
+        if task in process.tasks:
+            process.tasks.remove(task)
+            process.finished_tasks.append(task)
+            if task.tid != process.pid:
+                # Its host thread is the caller and leaves KVM_RUN for good:
+                # the vCPU can serve the next clone. (The main thread's vCPU
+                # stays reserved for the main thread of the next program.)
+                self._idle_vcpus.append(task.vcpu)
+        return not process.tasks
+
+    def _end_process(self, process: Process, cause: BaseException) -> None:
+        """Record why the program ends, and stop every other thread."""
+        if process.ended.is_set():
+            return
+        if isinstance(cause, ProcessExit):
+            process.exit_status = cause.status
+            if cause.signal:
+                self.log(f"program terminated by signal {cause.signal}")
+        elif isinstance(cause, ProgramFault):
+            process.exit_status = 128 + cause.signal
+            process.fault = cause
+        else:
+            process.exit_status = 1
+            process.fault = cause
+        process.ended.set()
+        process.futexes.wake_everyone()
+        current = threading.get_ident()
+        for task in process.tasks:
+            task.vcpu.kick()
+            thread = task.thread
+            if thread is not None and thread.ident not in (None, current):
+                try:
+                    signal.pthread_kill(thread.ident, signal.SIGUSR1)
+                except (ProcessLookupError, OSError):
+                    pass
 
     def _slow_exit(self, task: Task, reason: int) -> None:
         """Everything the fast path does not handle: faults, failures, signals."""
         vcpu = task.vcpu
         if reason < 0:
-            if -reason == 4:  # EINTR: a kick or a host signal; just go on
+            if -reason == 4:  # EINTR: a kick or a host signal
                 vcpu.run_map[_kvm.RUN_IMMEDIATE_EXIT] = 0
+                if task.process.ended.is_set():
+                    raise ThreadExit()
                 return
             raise KernelError(f"KVM_RUN failed: {os.strerror(-reason)}")
         if reason == _kvm.KVM_EXIT_IO:

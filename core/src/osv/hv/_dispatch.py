@@ -105,6 +105,7 @@ def run_until_slow_exit(
     task: object,
     stats: list,
     errors: tuple,
+    lock: object,
 ):
     """Run the vCPU, serving system calls, until another exit; return it.
 
@@ -113,7 +114,8 @@ def run_until_slow_exit(
     reason, or -errno if KVM_RUN failed. ``stats[0]`` grows by the number of
     system calls served. A handler fails a call with an errno by raising one of
     ``errors`` (exception classes with an ``errno`` attribute); any other
-    exception ends the loop and propagates.
+    exception ends the loop and propagates. Handlers run holding ``lock``
+    (see osv.sched._lock).
     """
     if cython.compiled:
         q = cython.cast(cython.p_ulonglong, run_address)
@@ -121,6 +123,8 @@ def run_until_slow_exit(
         q = run_q
     served = 0
     ntable = len(table)
+    acquire = lock.acquire
+    release = lock.release
     try:
         while True:
             rc = _kvm_run(vcpu_fd)
@@ -135,10 +139,11 @@ def run_until_slow_exit(
             served += 1
             nr = q[_Q_RAX]
             handler = table[nr] if nr < ntable else None
-            if handler is None:
-                result = enosys(task, nr)
-            else:
-                try:
+            acquire()
+            try:
+                if handler is None:
+                    result = enosys(task, nr)
+                else:
                     result = handler(
                         task,
                         q[_Q_RDI],
@@ -148,8 +153,10 @@ def run_until_slow_exit(
                         q[_Q_R8],
                         q[_Q_R9],
                     )
-                except errors as exc:
-                    result = -exc.errno
+            except errors as exc:
+                result = -exc.errno
+            finally:
+                release()
             q[_Q_RAX] = result & _MASK64
             if trap == _TRAP_DOORBELL:
                 q[_Q_RIP] = q[_Q_RCX]

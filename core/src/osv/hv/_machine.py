@@ -17,11 +17,7 @@ logger = logging.getLogger(__name__)
 # first 64 KiB of guest-physical memory, what the x86-64 CPU itself needs to
 # run a ring-3 program and send every system call and fault to the host:
 #
-#   GPA 0x1000  GDT    Linux's selectors (kernel CS 0x10, user CS 0x33, SS
-#                      0x2B), so syscall/sysret and signal frames look as on
-#                      Linux, plus the TSS descriptor at 0x40.
 #   GPA 0x2000  IDT    vectors 0-31, all on IST1, each to a 16-byte stub.
-#   GPA 0x3000  TSS    RSP0 and IST1 point at the exception stack.
 #   GPA 0x4000  ring-0 exception stubs: `out 0x80+vector, al`, drop the error
 #               code, `iretq`. The `out` exits to the host, which reads the
 #               frame from the exception stack and CR2, then either fixes the
@@ -32,31 +28,45 @@ logger = logging.getLogger(__name__)
 #               stays in ring 3, so no ring-0 code can run on this path.
 #   GPA 0x6000  ring-0 system-call stub (hardware KVM): `out 0x10, al;
 #               sysretq`, and a variant that reloads CR3 first, used when a
-#               mapping was made more restrictive and the TLB must be flushed.
+#               mapping was made more restrictive and the TLB must be flushed
+#               (it borrows the vCPU's scratch word through swapgs).
 #   GPA 0x7000  the probe: `syscall; jmp .`, run once at start-up in ring 3
 #               with LSTAR aimed at the ring-0 stub. A port-0x10 exit means
 #               hardware semantics; a page fault at LSTAR (a ring-3 fetch of a
 #               supervisor page) means PVM semantics.
-#   GPA 0x8000  the 8 KiB exception stack (IST1), top at 0xA000.
-#   GPA 0xA000  a scratch slot for the flushing stub.
 #
-# All of it is mapped at MONITOR_BASE + GPA, a range the program's address
-# space reserves. Ring-0 code is interpreted on PVM (about 1 µs an
-# instruction), so each stub is a handful of instructions.
+# and, for every vCPU, a block of four frames of its own, mapped at
+# CPU_BLOCKS_VA + 16 KiB * vCPU index, because two vCPUs must never share an
+# exception stack or a busy TSS:
+#
+#   +0x0000  GDT    Linux's selectors (kernel CS 0x10, user CS 0x33, SS
+#                   0x2B), so syscall/sysret and signal frames look as on
+#                   Linux, plus this vCPU's TSS descriptor at 0x40.
+#   +0x0800  TSS    RSP0 and IST1 point at the exception stack.
+#   +0x1000  the 8 KiB exception stack (IST1), top at +0x3000.
+#   +0x3000  scratch words (the vCPU's kernel GS base).
+#
+# All of it is mapped at MONITOR_BASE + GPA (the shared part) and in a range
+# the program's address space reserves. Ring-0 code is interpreted on PVM
+# (about 1 µs an instruction), so each stub is a handful of instructions.
 
 MONITOR_BASE = 0x7FFF00000000
 MONITOR_SIZE = 0x10000
-GDT_GPA = 0x1000
 IDT_GPA = 0x2000
-TSS_GPA = 0x3000
 EXC_STUBS_GPA = 0x4000
 USER_STUB_GPA = 0x5000
 KERNEL_STUB_GPA = 0x6000
 PROBE_GPA = 0x7000
-IST_GPA = 0x8000
-IST_TOP_GPA = 0xA000
-SCRATCH_GPA = 0xA000
 DOORBELL_OFFSET = 0xB000
+# Per-vCPU blocks, and the whole virtual range the kernel keeps for itself.
+CPU_BLOCKS_VA = MONITOR_BASE + 0x100000
+CPU_BLOCK_SIZE = 0x4000
+MAX_VCPUS = 4096
+MONITOR_VA_SIZE = 0x100000 + MAX_VCPUS * CPU_BLOCK_SIZE
+BLOCK_TSS = 0x800
+BLOCK_IST = 0x1000
+BLOCK_IST_TOP = 0x3000
+BLOCK_SCRATCH = 0x3000
 
 EXCEPTION_PORT_BASE = 0x80
 EXCEPTIONS_WITH_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
@@ -137,7 +147,7 @@ CPUID_FLAG_NAMES = {
 }
 
 
-def _gdt() -> bytes:
+def _gdt(tss: int) -> bytes:
     entries = [
         0,
         0,
@@ -148,7 +158,6 @@ def _gdt() -> bytes:
         0x00AFFB000000FFFF,  # 0x33 user code, 64-bit
         0,
     ]
-    tss = MONITOR_BASE + TSS_GPA
     limit = 103
     low = (
         (limit & 0xFFFF)
@@ -177,9 +186,8 @@ def _idt() -> bytes:
     return bytes(gates)
 
 
-def _tss() -> bytes:
+def _tss(ist_top: int) -> bytes:
     tss = bytearray(104)
-    ist_top = MONITOR_BASE + IST_TOP_GPA
     struct.pack_into("<Q", tss, 4, ist_top)  # rsp0
     struct.pack_into("<Q", tss, 36, ist_top)  # ist1
     struct.pack_into("<H", tss, 102, 104)  # no I/O permission bitmap
@@ -210,14 +218,12 @@ def _user_stub(doorbell_va: int) -> bytes:
 
 
 def _kernel_stub() -> bytes:
-    base = MONITOR_BASE + KERNEL_STUB_GPA
-    scratch = MONITOR_BASE + SCRATCH_GPA
     plain = bytes([0xE6, SYSCALL_PORT]) + b"\x48\x0f\x07"  # out 0x10, al ; sysretq
-    at = base + KERNEL_STUB_FLUSH_OFFSET
-    flush = _rip_relative(b"\x48\x89\x05", at, scratch)  # mov [scratch], rax
+    flush = b"\x0f\x01\xf8"  # swapgs: GS now points at this vCPU's scratch
+    flush += b"\x65\x48\x89\x04\x25\x00\x00\x00\x00"  # mov gs:[0], rax
     flush += b"\x0f\x20\xd8\x0f\x22\xd8"  # mov rax, cr3 ; mov cr3, rax
-    flush += _rip_relative(b"\x48\x8b\x05", at + len(flush), scratch)
-    flush += b"\x48\x0f\x07"  # sysretq
+    flush += b"\x65\x48\x8b\x04\x25\x00\x00\x00\x00"  # mov rax, gs:[0]
+    flush += b"\x0f\x01\xf8\x48\x0f\x07"  # swapgs ; sysretq
     return plain.ljust(KERNEL_STUB_FLUSH_OFFSET, b"\xcc") + flush
 
 
@@ -324,9 +330,7 @@ class Machine:
     def _write_structures(self) -> None:
         ram = self.phys.ram
         for gpa, blob in (
-            (GDT_GPA, _gdt()),
             (IDT_GPA, _idt()),
-            (TSS_GPA, _tss()),
             (EXC_STUBS_GPA, _exception_stubs()),
             (USER_STUB_GPA, _user_stub(self.doorbell_va)),
             (KERNEL_STUB_GPA, _kernel_stub()),
@@ -341,22 +345,26 @@ class Machine:
         def page(gpa: int, flags: int, count: int = 1) -> None:
             aspace.map_fixed_frames(MONITOR_BASE + gpa, gpa, count, flags)
 
-        page(GDT_GPA, PTE_RW | PTE_NX)
         page(IDT_GPA, PTE_NX)
-        page(TSS_GPA, PTE_RW | PTE_NX)
         page(EXC_STUBS_GPA, 0)
         page(USER_STUB_GPA, PTE_US)
         page(KERNEL_STUB_GPA, 0)
         page(PROBE_GPA, PTE_US)
-        page(IST_GPA, PTE_RW | PTE_NX, 2)
-        page(SCRATCH_GPA, PTE_RW | PTE_NX)
         aspace.map_fixed_frames(
             self.doorbell_va, self.doorbell_gpa, 1, PTE_RW | PTE_US | PTE_NX
         )
-        aspace.reserve(MONITOR_BASE, MONITOR_SIZE)
+        for vcpu in self.vcpus:
+            vcpu.map_block(aspace)
+        aspace.reserve(MONITOR_BASE, MONITOR_VA_SIZE)
 
     def create_vcpu(self, aspace) -> VCpu:  # noqa: ANN001
-        vcpu = VCpu(self, len(self.vcpus), aspace)
+        """A new vCPU with its own GDT, TSS and exception stack, mapped in ``aspace``."""
+        index = len(self.vcpus)
+        if index >= MAX_VCPUS:
+            raise KvmError(
+                f"no more than {MAX_VCPUS} vCPUs (guest threads) are possible"
+            )
+        vcpu = VCpu(self, index, aspace)
         self.vcpus.append(vcpu)
         return vcpu
 
@@ -410,6 +418,15 @@ class VCpu:
         self.index = index
         self.aspace = aspace
         self.fd = ioctl(machine.vm_fd, _kvm.KVM_CREATE_VCPU, index)
+        self.block_va = CPU_BLOCKS_VA + index * CPU_BLOCK_SIZE
+        self.block_gpa = machine.phys.allocate(CPU_BLOCK_SIZE >> 12)
+        ram = machine.phys.ram
+        gdt = _gdt(self.block_va + BLOCK_TSS)
+        tss = _tss(self.block_va + BLOCK_IST_TOP)
+        ram[self.block_gpa : self.block_gpa + len(gdt)] = gdt
+        at = self.block_gpa + BLOCK_TSS
+        ram[at : at + len(tss)] = tss
+        self.map_block(aspace)
         self.run_map = mmap.mmap(
             self.fd, machine.run_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
         )
@@ -417,6 +434,14 @@ class VCpu:
         self.run_address = ctypes.addressof(self._anchor)
         self.run_q = memoryview(self.run_map).cast("Q")
         ioctl(self.fd, _kvm.KVM_SET_CPUID2, machine.cpuid)
+
+    def map_block(self, aspace) -> None:  # noqa: ANN001
+        """Map this vCPU's GDT, TSS, exception stack and scratch into ``aspace``."""
+        from osv.mm import PTE_NX, PTE_RW
+
+        aspace.map_fixed_frames(
+            self.block_va, self.block_gpa, CPU_BLOCK_SIZE >> 12, PTE_RW | PTE_NX
+        )
 
     def setup(self, entry: int, stack: int, lstar: int, probe: bool = False) -> None:
         """Put the vCPU in 64-bit ring 3 at ``entry`` with the program's stack."""
@@ -426,7 +451,7 @@ class VCpu:
         for seg in (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss):
             _segment(seg, 0, False, 3)
         sregs.ss.selector = SEL_USER_DS
-        sregs.tr.base = MONITOR_BASE + TSS_GPA
+        sregs.tr.base = self.block_va + BLOCK_TSS
         sregs.tr.limit = 103
         sregs.tr.selector = SEL_TSS
         sregs.tr.type = 11
@@ -436,7 +461,7 @@ class VCpu:
         sregs.tr.g = 0
         sregs.ldt.unusable = 1
         sregs.ldt.present = 0
-        sregs.gdt.base = MONITOR_BASE + GDT_GPA
+        sregs.gdt.base = self.block_va
         sregs.gdt.limit = 10 * 8 - 1
         sregs.idt.base = MONITOR_BASE + IDT_GPA
         sregs.idt.limit = 32 * 16 - 1
@@ -458,7 +483,7 @@ class VCpu:
                 _kvm.MSR_SFMASK: SFMASK,
                 _kvm.MSR_FS_BASE: 0,
                 _kvm.MSR_GS_BASE: 0,
-                _kvm.MSR_KERNEL_GS_BASE: 0,
+                _kvm.MSR_KERNEL_GS_BASE: self.block_va + BLOCK_SCRATCH,
             }
         )
         regs = _kvm.kvm_regs()
@@ -524,6 +549,13 @@ class VCpu:
         )
         self.run_q[_kvm.RUN_DIRTY_REGS // 8] = _kvm.KVM_SYNC_X86_REGS
 
+    def set_registers(self, values: dict[str, int]) -> None:
+        """KVM_SET_REGS (used before a vCPU first runs)."""
+        regs = _kvm.kvm_regs()
+        for name in _kvm.REG_NAMES:
+            setattr(regs, name, values[name] & 0xFFFFFFFFFFFFFFFF)
+        ioctl(self.fd, _kvm.KVM_SET_REGS, regs)
+
     def registers(self) -> dict[str, int]:
         base = _kvm.RUN_SYNC_REGS // 8
         return {name: self.run_q[base + i] for i, name in enumerate(_kvm.REG_NAMES)}
@@ -531,9 +563,10 @@ class VCpu:
     def exception_frame(self, vector: int) -> dict[str, int]:
         """The frame the CPU pushed on the exception stack for ``vector``."""
         rsp = self.reg("rsp")
-        gpa = rsp - MONITOR_BASE
-        if not IST_GPA <= gpa < IST_TOP_GPA:
+        offset = rsp - self.block_va
+        if not BLOCK_IST <= offset < BLOCK_IST_TOP:
             raise KvmError(f"exception stack pointer {rsp:#x} is outside the stack")
+        gpa = self.block_gpa + offset
         count = 6 if vector in EXCEPTIONS_WITH_ERROR_CODE else 5
         words = struct.unpack_from(f"<{count}Q", self.machine.phys.ram, gpa)
         if count == 5:
@@ -543,7 +576,7 @@ class VCpu:
 
     def write_exception_frame(self, vector: int, **fields: int) -> None:
         """Change saved RIP/RSP/RFLAGS that the stub's iretq will restore."""
-        gpa = self.reg("rsp") - MONITOR_BASE
+        gpa = self.block_gpa + self.reg("rsp") - self.block_va
         if vector in EXCEPTIONS_WITH_ERROR_CODE:
             gpa += 8
         for i, name in enumerate(("rip", "cs", "rflags", "rsp", "ss")):

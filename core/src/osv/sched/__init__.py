@@ -1,5 +1,21 @@
 """Processes and threads of the application."""
 
-from osv.sched._task import DEFAULT_RLIMITS, RLIM_INFINITY, Process, ProcessExit, Task
+from osv.sched._futex import FutexTable
+from osv.sched._task import (
+    DEFAULT_RLIMITS,
+    RLIM_INFINITY,
+    Process,
+    ProcessExit,
+    Task,
+    ThreadExit,
+)
 
-__all__ = ["DEFAULT_RLIMITS", "RLIM_INFINITY", "Process", "ProcessExit", "Task"]
+__all__ = [
+    "DEFAULT_RLIMITS",
+    "RLIM_INFINITY",
+    "FutexTable",
+    "Process",
+    "ProcessExit",
+    "Task",
+    "ThreadExit",
+]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
+
+from osv.sched._futex import FutexTable
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,10 @@ DEFAULT_RLIMITS = {
     14: (0, 0),  # RLIMIT_RTPRIO
     15: (RLIM_INFINITY, RLIM_INFINITY),  # RLIMIT_RTTIME
 }
+
+
+class ThreadExit(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised inside a system call to end the calling thread only."""
 
 
 class ProcessExit(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -64,6 +71,12 @@ class Process:
     interpreter: object = None  # osv.elf.LoadedProgram of the dynamic linker
     exit_status: int | None = None
     tasks: list[Task] = field(default_factory=list)
+    futexes: FutexTable = field(default_factory=FutexTable)
+    # Set once the whole program ends (exit_group, the last thread's exit, or
+    # a fault); the status or the fault report is recorded first.
+    ended: threading.Event = field(default_factory=threading.Event)
+    fault: object = None
+    finished_tasks: list[Task] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -83,6 +96,7 @@ class Task:
     signal_mask: int = 0
     alt_stack: tuple[int, int, int] = (0, 2, 0)  # ss_sp, ss_flags (SS_DISABLE), size
     syscalls: list[int] = field(default_factory=lambda: [0])
+    thread: threading.Thread | None = None
     start_ns: int = field(default_factory=time.monotonic_ns)
 
     def __post_init__(self) -> None:

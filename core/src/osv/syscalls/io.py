@@ -7,6 +7,7 @@ import logging
 import struct
 import time
 
+from osv.sched._lock import blocking
 from osv.syscalls._common import SyscallError, path_arg, s32
 from osv.syscalls._numbers import NUMBERS
 from osv.vfs import POLLNVAL, FsError, make_pipe
@@ -70,7 +71,8 @@ def _wait(deadline: float | None, ready) -> int:  # noqa: ANN001
         pause = POLL_INTERVAL
         if deadline is not None:
             pause = min(pause, max(0.0, deadline - time.monotonic()))
-        time.sleep(pause)
+        with blocking():
+            time.sleep(pause)
 
 
 def _poll(t, fds_ptr: int, nfds: int, deadline: float | None) -> int:  # noqa: ANN001

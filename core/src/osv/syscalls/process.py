@@ -10,6 +10,7 @@ import struct
 import time
 
 from osv.sched import RLIM_INFINITY, ProcessExit
+from osv.sched._lock import blocking
 from osv.syscalls._common import SyscallError, s32, s64, unsupported
 from osv.syscalls._numbers import NUMBERS
 
@@ -25,17 +26,6 @@ GID = 0
 
 
 # ---- ending ----------------------------------------------------------------
-
-
-def sys_exit_group(t, status, *_):  # noqa: ANN001, ANN002
-    raise ProcessExit(status & 0xFF)
-
-
-def sys_exit(t, status, *_):  # noqa: ANN001, ANN002
-    # With one thread, the thread's exit is the program's exit.
-    if len(t.process.tasks) <= 1:
-        raise ProcessExit(status & 0xFF)
-    return unsupported("exit of one thread among several")
 
 
 SIGABRT = 6
@@ -280,11 +270,12 @@ def sys_time(t, tloc, *_):  # noqa: ANN001, ANN002
 
 
 def _sleep_until(t, deadline_ns: int, clock: int) -> None:  # noqa: ANN001
-    while True:
-        remaining = deadline_ns - time.clock_gettime_ns(clock)
-        if remaining <= 0:
-            return
-        time.sleep(remaining / 1e9)
+    with blocking():
+        while True:
+            remaining = deadline_ns - time.clock_gettime_ns(clock)
+            if remaining <= 0:
+                return
+            time.sleep(remaining / 1e9)
 
 
 def _timespec(t, address: int) -> int:  # noqa: ANN001
@@ -503,37 +494,6 @@ def sys_sigaltstack(t, new, old, *_):  # noqa: ANN001, ANN002
             raise SyscallError(errno.ENOMEM)
         t.alt_stack = (sp, flags, size)
     return 0
-
-
-# ---- futex (one thread) ---------------------------------------------------
-
-FUTEX_WAIT = 0
-FUTEX_WAKE = 1
-FUTEX_WAIT_BITSET = 9
-FUTEX_WAKE_BITSET = 10
-FUTEX_CMD_MASK = 0x7F
-
-
-def sys_futex(t, uaddr, op, val, timeout, uaddr2, val3):  # noqa: ANN001
-    cmd = s32(op) & FUTEX_CMD_MASK
-    if cmd in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
-        # No other thread can be waiting.
-        return 0
-    if cmd in (FUTEX_WAIT, FUTEX_WAIT_BITSET):
-        current = struct.unpack("<I", t.mm.read(uaddr, 4))[0]
-        if current != val & 0xFFFFFFFF:
-            return -errno.EAGAIN
-        if timeout:
-            duration = _timespec(t, timeout)
-            if cmd == FUTEX_WAIT:
-                _sleep_until(t, time.monotonic_ns() + duration, time.CLOCK_MONOTONIC)
-            else:
-                _sleep_until(t, duration, time.CLOCK_MONOTONIC)
-            return -errno.ETIMEDOUT
-        # A single-threaded program waiting with no timeout can never be
-        # woken: Linux would hang it forever. Stop with a clear message instead.
-        raise ProcessExit(128 + SIGKILL, signal=SIGKILL)
-    return unsupported(f"futex operation {cmd}")
 
 
 SYSCALLS = {

@@ -9,6 +9,8 @@ import os
 import select
 import threading
 
+from osv.sched._lock import blocking
+
 from ._abi import (
     FIONREAD,
     O_ACCMODE,
@@ -95,7 +97,7 @@ class Console:
         view = memoryview(data)
         total = len(view)
         fd = self.output_fd
-        with self._write_lock:
+        with blocking(), self._write_lock:
             while view:
                 try:
                     n = os.write(fd, view)
@@ -110,26 +112,28 @@ class Console:
     def read(self, size: int, nonblocking: bool = False) -> bytes:
         """Up to ``size`` bytes of input; b"" at host end of file."""
         fd = self.input_fd
-        self._wait_readable(fd, nonblocking)
-        while True:
-            try:
-                return os.read(fd, size)
-            except BlockingIOError:
-                self._wait_readable(fd, nonblocking, polled=True)
-            except OSError as err:
-                raise _host_error(err) from None
+        with blocking():
+            self._wait_readable(fd, nonblocking)
+            while True:
+                try:
+                    return os.read(fd, size)
+                except BlockingIOError:
+                    self._wait_readable(fd, nonblocking, polled=True)
+                except OSError as err:
+                    raise _host_error(err) from None
 
     def readinto(self, buf: memoryview, nonblocking: bool = False) -> int:
         """Read input straight into ``buf``; 0 at host end of file."""
         fd = self.input_fd
-        self._wait_readable(fd, nonblocking)
-        while True:
-            try:
-                return os.readv(fd, [buf])
-            except BlockingIOError:
-                self._wait_readable(fd, nonblocking, polled=True)
-            except OSError as err:
-                raise _host_error(err) from None
+        with blocking():
+            self._wait_readable(fd, nonblocking)
+            while True:
+                try:
+                    return os.readv(fd, [buf])
+                except BlockingIOError:
+                    self._wait_readable(fd, nonblocking, polled=True)
+                except OSError as err:
+                    raise _host_error(err) from None
 
     def input_ready(self) -> bool:
         """Whether a read would return at once."""

@@ -8,6 +8,8 @@ import itertools
 import stat
 import threading
 
+from osv.sched._lock import blocking
+
 from ._abi import (
     O_NONBLOCK,
     O_RDONLY,
@@ -78,7 +80,7 @@ class PipeFile(File):
         if not self.readable:
             raise FsError(errno.EBADF, "pipe end not open for reading")
         pipe = self.pipe
-        with pipe.changed:
+        with blocking(), pipe.changed:
             while not pipe.buffer:
                 if pipe.writers == 0:
                     return 0
@@ -102,7 +104,7 @@ class PipeFile(File):
         pipe = self.pipe
         data = memoryview(data).cast("B")
         done = 0
-        with pipe.changed:
+        with blocking(), pipe.changed:
             while done < len(data):
                 if pipe.readers == 0:
                     # TODO: Linux also sends SIGPIPE; signals are not delivered yet.
