@@ -80,6 +80,7 @@ def floor_round_trip(calls: int) -> float:
     from osv.hv._machine import MONITOR_SIZE, Machine
     from osv.mm import PROT_EXEC, PROT_READ, AddressSpace, PhysicalMemory
     from osv.sched import ProcessExit
+    from osv.sched._lock import KERNEL_LOCK
 
     dispatch = _cext.load("osv.hv._dispatch")
     code = bytes.fromhex("49c7c4") + calls.to_bytes(4, "little")  # mov r12, calls
@@ -115,6 +116,7 @@ def floor_round_trip(calls: int) -> float:
             None,
             stats,
             (),
+            KERNEL_LOCK,
         )
     except ProcessExit:
         pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import struct
@@ -61,8 +62,12 @@ class _ElfInfo:
     machine: str
 
 
+@functools.lru_cache(maxsize=4096)
 def _read_elf(path: str) -> _ElfInfo | None:
-    """The dynamic-linking facts of an ELF file, or None if it is not ELF."""
+    """The dynamic-linking facts of an ELF file, or None if it is not ELF.
+
+    Cached: an image's programs and extension modules share most libraries.
+    """
     try:
         with open(path, "rb") as stream:
             if stream.read(4) != b"\x7fELF":
@@ -93,6 +98,7 @@ def _read_elf(path: str) -> _ElfInfo | None:
         raise ElfError(f"{path}: cannot read ELF file ({exc})") from None
 
 
+@functools.lru_cache(maxsize=4)
 def read_ld_so_cache(path: str = LD_SO_CACHE) -> dict[str, str]:
     """Map library names (sonames) to paths from glibc's ld.so.cache (x86-64 only)."""
     # The "new" format (glibc >= 2.32 writes only this): the magic and version

@@ -90,8 +90,9 @@ def manifest_from_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Manifes
     A file (a symlink given here is followed) becomes a file; a directory
     becomes a directory together with its whole tree, in which subdirectories,
     files and symlinks keep their kind (symlinks are not followed). A
-    dynamically linked ELF file brings its dynamic linker and the closure of
-    its DT_NEEDED libraries, each at the host path where the loader finds it.
+    dynamically linked ELF file, given or inside a given tree, brings its
+    dynamic linker and the closure of its DT_NEEDED libraries, each at the
+    host path where the loader finds it.
     """
     entries = _Entries()
     for number, raw_path in enumerate(paths, 1):
@@ -118,8 +119,25 @@ def manifest_from_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Manifes
                     )
         elif stat.S_ISDIR(mode):
             entries.add(ManifestEntry(guest, "dir", resolved, None, origin))
-            for entry in _directory_tree(guest, resolved, origin):
+            tree = list(_directory_tree(guest, resolved, origin))
+            for entry in tree:
                 entries.add(entry)
+            # Shared objects in the tree (Python extension modules, say)
+            # bring the libraries they need, as OSv's manifest_from_host -r.
+            for entry in tree:
+                if entry.kind == "file":
+                    for needed in _elf_dependencies(entry.host, origin):
+                        needed_guest = _guest_path(needed, origin)
+                        if needed_guest not in entries:
+                            entries.add(
+                                ManifestEntry(
+                                    needed_guest,
+                                    "file",
+                                    os.path.realpath(needed),
+                                    None,
+                                    origin,
+                                )
+                            )
         else:
             raise ManifestError(f"{origin}: {path} is not a regular file or directory")
     return entries.items

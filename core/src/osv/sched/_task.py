@@ -61,6 +61,7 @@ class Process:
     cwd: object  # osv.vfs Vnode
     kernel: object
     umask: int = 0o022
+    nice: int = 0
     name: str = ""
     rlimits: dict[int, tuple[int, int]] = field(
         default_factory=lambda: dict(DEFAULT_RLIMITS)

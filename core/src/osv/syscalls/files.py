@@ -407,6 +407,25 @@ def sys_mkdirat(t, dirfd, path, mode, *_):  # noqa: ANN001, ANN002
     return 0
 
 
+def sys_mknodat(t, dirfd, path, mode, dev, *_):  # noqa: ANN001, ANN002
+    name, cwd = _at(t, dirfd, path)
+    directory, leaf = t.vfs.resolve_parent(name, cwd)
+    if not leaf:
+        raise SyscallError(errno.EEXIST)
+    mknod = getattr(directory, "mknod", None)
+    if mknod is None:
+        raise SyscallError(errno.EPERM)
+    if directory.mount is not None and directory.mount.readonly:
+        raise SyscallError(errno.EROFS)
+    mode &= 0xFFFFFFFF
+    mknod(leaf, (mode & ~0o7777) | (mode & 0o7777 & ~t.process.umask))
+    return 0
+
+
+def sys_mknod(t, path, mode, dev, *_):  # noqa: ANN001, ANN002
+    return sys_mknodat(t, AT_FDCWD, path, mode, dev)
+
+
 def sys_rmdir(t, path, *_):  # noqa: ANN001, ANN002
     name, cwd = _at(t, AT_FDCWD, path)
     t.vfs.rmdir(name, cwd)
@@ -570,6 +589,40 @@ def sys_fadvise64(t, fd, offset, length, advice, *_):  # noqa: ANN001, ANN002
     # Advice about future access: the kernel keeps no page cache to tune, so
     # following it changes nothing, and success is the truthful answer.
     return 0
+
+
+CLOSE_RANGE_UNSHARE = 2
+CLOSE_RANGE_CLOEXEC = 4
+
+
+def sys_close_range(t, first, last, flags, *_):  # noqa: ANN001, ANN002
+    first, last, flags = first & 0xFFFFFFFF, last & 0xFFFFFFFF, s32(flags)
+    if first > last or flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC):
+        raise SyscallError(errno.EINVAL)
+    for fd, _open_file in t.fds.items():
+        if first <= fd <= last:
+            if flags & CLOSE_RANGE_CLOEXEC:
+                t.fds.set_cloexec(fd, True)
+            else:
+                t.fds.close(fd)
+    return 0
+
+
+MFD_CLOEXEC = 1
+MFD_ALLOW_SEALING = 2
+_memfd_numbers = iter(range(1, 1 << 62))
+
+
+def sys_memfd_create(t, name, flags, *_):  # noqa: ANN001, ANN002
+    flags = s32(flags)
+    if flags & ~(MFD_CLOEXEC | MFD_ALLOW_SEALING):
+        return unsupported(f"memfd_create flags {flags:#x}", errno.EINVAL)
+    label = t.mm.read_cstring(name, 250).decode("utf-8", "replace")
+    # An anonymous file is a ramfs file whose only name is removed at once.
+    path = f"/tmp/.memfd-{next(_memfd_numbers)}-{label.replace('/', '_')}"
+    f = t.vfs.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    t.vfs.unlink(path)
+    return t.fds.install(f, cloexec=bool(flags & MFD_CLOEXEC))
 
 
 def sys_umask(t, mask, *_):  # noqa: ANN001, ANN002

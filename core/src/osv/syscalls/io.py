@@ -10,7 +10,7 @@ import time
 from osv.sched._lock import blocking
 from osv.syscalls._common import SyscallError, path_arg, s32
 from osv.syscalls._numbers import NUMBERS
-from osv.vfs import POLLNVAL, FsError, make_pipe
+from osv.vfs import EFD_SEMAPHORE, POLLNVAL, EpollFile, EventFile, FsError, make_pipe
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +173,82 @@ def sys_pselect6(t, nfds, readfds, writefds, exceptfds, timeout_ptr, sigmask):  
     )
 
 
+# ---- eventfd and epoll -------------------------------------------------------
+
+
+def sys_eventfd2(t, initval, flags, *_):  # noqa: ANN001, ANN002
+    flags = s32(flags)
+    if flags & ~(O_CLOEXEC | O_NONBLOCK | EFD_SEMAPHORE):
+        raise SyscallError(errno.EINVAL)
+    event = EventFile(initval & 0xFFFFFFFF, flags, bool(flags & EFD_SEMAPHORE))
+    return t.fds.install(event, cloexec=bool(flags & O_CLOEXEC))
+
+
+def sys_eventfd(t, initval, *_):  # noqa: ANN001, ANN002
+    return sys_eventfd2(t, initval, 0)
+
+
+def sys_epoll_create1(t, flags, *_):  # noqa: ANN001, ANN002
+    flags = s32(flags)
+    if flags & ~O_CLOEXEC:
+        raise SyscallError(errno.EINVAL)
+    return t.fds.install(EpollFile(), cloexec=bool(flags & O_CLOEXEC))
+
+
+def sys_epoll_create(t, size, *_):  # noqa: ANN001, ANN002
+    if s32(size) <= 0:
+        raise SyscallError(errno.EINVAL)
+    return sys_epoll_create1(t, 0)
+
+
+def _epoll(t, epfd: int) -> EpollFile:  # noqa: ANN001
+    f = t.fds.get(s32(epfd))
+    if not isinstance(f, EpollFile):
+        raise SyscallError(errno.EINVAL)
+    return f
+
+
+def sys_epoll_ctl(t, epfd, op, fd, event, *_):  # noqa: ANN001, ANN002
+    epoll = _epoll(t, epfd)
+    target = t.fds.get(s32(fd))
+    events = data = 0
+    if s32(op) != 2:  # EPOLL_CTL_DEL ignores the event
+        events, data = struct.unpack("<IQ", t.mm.read(event, 12))
+    epoll.control(s32(op), s32(fd), target, events, data)
+    return 0
+
+
+def _epoll_wait(t, epfd, events_ptr, max_events, deadline):  # noqa: ANN001, ANN202
+    max_events = s32(max_events)
+    if max_events <= 0:
+        raise SyscallError(errno.EINVAL)
+    epoll = _epoll(t, epfd)
+    found: list[tuple[int, int]] = []
+
+    def ready() -> int:
+        found[:] = epoll.ready(max_events)
+        return len(found)
+
+    count = _wait(deadline, ready)
+    if count:
+        t.mm.write(events_ptr, b"".join(struct.pack("<IQ", e, d) for e, d in found))
+    return count
+
+
+def sys_epoll_wait(t, epfd, events, max_events, timeout_ms, *_):  # noqa: ANN001, ANN002
+    timeout_ms = s32(timeout_ms)
+    deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
+    return _epoll_wait(t, epfd, events, max_events, deadline)
+
+
+def sys_epoll_pwait(t, epfd, events, max_events, timeout_ms, sigmask, *_):  # noqa: ANN001, ANN002
+    return sys_epoll_wait(t, epfd, events, max_events, timeout_ms)
+
+
+def sys_epoll_pwait2(t, epfd, events, max_events, timeout_ptr, sigmask, *_):  # noqa: ANN001, ANN002
+    return _epoll_wait(t, epfd, events, max_events, _timespec_deadline(t, timeout_ptr))
+
+
 # ---- extended attributes -----------------------------------------------------
 
 # Rationale: none of the core's file systems stores extended attributes. For a
@@ -213,6 +289,14 @@ def _setxattr(by_fd: bool, follow: bool):  # noqa: ANN202
 
 
 SYSCALLS = {
+    NUMBERS["eventfd"]: sys_eventfd,
+    NUMBERS["eventfd2"]: sys_eventfd2,
+    NUMBERS["epoll_create"]: sys_epoll_create,
+    NUMBERS["epoll_create1"]: sys_epoll_create1,
+    NUMBERS["epoll_ctl"]: sys_epoll_ctl,
+    NUMBERS["epoll_wait"]: sys_epoll_wait,
+    NUMBERS["epoll_pwait"]: sys_epoll_pwait,
+    NUMBERS["epoll_pwait2"]: sys_epoll_pwait2,
     NUMBERS["pipe"]: sys_pipe,
     NUMBERS["pipe2"]: sys_pipe2,
     NUMBERS["poll"]: sys_poll,

@@ -119,6 +119,23 @@ def sys_setsid(t, *_):  # noqa: ANN001, ANN002
     return -errno.EPERM
 
 
+PRIO_PROCESS = 0
+
+
+def sys_getpriority(t, which, who, *_):  # noqa: ANN001, ANN002
+    if s32(which) not in (0, 1, 2):
+        raise SyscallError(errno.EINVAL)
+    # The system call returns 20 - nice, so that it is never negative.
+    return 20 - t.process.nice
+
+
+def sys_setpriority(t, which, who, prio, *_):  # noqa: ANN001, ANN002
+    if s32(which) not in (0, 1, 2):
+        raise SyscallError(errno.EINVAL)
+    t.process.nice = max(-20, min(19, s32(prio)))
+    return 0
+
+
 # ---- the CPU and the thread ------------------------------------------------
 
 

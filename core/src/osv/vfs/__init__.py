@@ -176,6 +176,7 @@ from ._abi import (
 from ._console import IOCTL_IN_SIZES, Console, ConsoleDevice, ConsoleFile
 from ._devfs import DevFs, DeviceVnode, NullDevice, RandomDevice, ZeroDevice
 from ._errors import FsError
+from ._eventfd import EFD_SEMAPHORE, EpollFile, EventFile
 from ._fdtable import DEFAULT_FD_LIMIT, FdTable
 from ._file import File
 from ._pipe import PIPE_BUF, PipeFile, make_pipe
@@ -271,6 +272,9 @@ __all__ = [
     "FdTable",
     "File",
     "FileSystemType",
+    "EFD_SEMAPHORE",
+    "EpollFile",
+    "EventFile",
     "FsError",
     "PIPE_BUF",
     "PipeFile",

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import itertools
 import logging
 import os
 import stat as statmod
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._abi import MS_RDONLY, RAMFS_MAGIC, RENAME_EXCHANGE, RENAME_NOREPLACE
 from ._errors import FsError
+from ._file import File
+from ._pipe import PipeFile, PipeVnode
+from ._stat import StatFs
 from ._vnode import FileSystemType, Mount, Vnode
 
 if TYPE_CHECKING:
@@ -31,12 +36,36 @@ class RamMount(Mount):
 
     magic = RAMFS_MAGIC
 
-    def __init__(self, fstype: str, device: str, options: str, flags: int) -> None:
+    def __init__(
+        self,
+        fstype: str,
+        device: str,
+        options: str,
+        flags: int,
+        memory: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
         super().__init__(fstype, device, options, flags)
         self._inos = itertools.count(1)
+        self.memory = memory
 
     def next_ino(self) -> int:
         return next(self._inos)
+
+    def statfs(self) -> StatFs:
+        """With the kernel's memory known, sizes as tmpfs reports them.
+
+        Files live in the guest's memory, so its size and its free part are
+        the file system's (tools such as df and shutil.disk_usage expect
+        that of a memory file system); without it, ramfs's zeros.
+        """
+        result = super().statfs()
+        if self.memory is None:
+            return result
+        total, free = self.memory()
+        blocks, available = total // 4096, free // 4096
+        return dataclasses.replace(
+            result, f_blocks=blocks, f_bfree=available, f_bavail=available
+        )
 
 
 class RamDir(Vnode):
@@ -78,6 +107,15 @@ class RamDir(Vnode):
 
     def symlink(self, name: str, target: str) -> Vnode:
         return self._add(name, RamSymlink(self.mount, target))
+
+    def mknod(self, name: str, mode: int) -> Vnode:
+        """mknod(2) for regular files and named pipes (FIFOs)."""
+        kind = statmod.S_IFMT(mode)
+        if kind in (0, statmod.S_IFREG):
+            return self.create(name, mode)
+        if kind == statmod.S_IFIFO:
+            return self._add(name, RamFifo(self.mount, mode & 0o7777))
+        raise FsError(errno.EPERM, "ramfs holds no device or socket nodes")
 
     def link(self, name: str, target: Vnode) -> None:
         if target.mount is not self.mount:
@@ -194,6 +232,23 @@ class RamDir(Vnode):
         self._touch(now)
 
 
+class RamFifo(Vnode):
+    """A named pipe: every open is an end of the one pipe the node holds."""
+
+    # TODO: opening a FIFO does not wait for the other end to be opened, as
+    # POSIX requires of a blocking open; reads see end of file until a
+    # writer has opened it.
+
+    def __init__(self, mount: RamMount, perm: int) -> None:
+        super().__init__(mount, mount.next_ino(), statmod.S_IFIFO | perm)
+        self.pipe: PipeVnode | None = None
+
+    def open(self, flags: int, path: str) -> File:
+        if self.pipe is None or (self.pipe.readers == 0 and self.pipe.writers == 0):
+            self.pipe = PipeVnode()
+        return PipeFile(self.pipe, flags)
+
+
 class RamFile(Vnode):
     """A ramfs regular file.
 
@@ -295,6 +350,15 @@ class RamFs(FileSystemType):
 
     name = "ramfs"
 
+    def __init__(self, memory: Callable[[], tuple[int, int]] | None = None) -> None:
+        self.memory = memory
+
+    @classmethod
+    def for_kernel(cls, kernel) -> RamFs:  # noqa: ANN001
+        """A ramfs that reports the guest's memory as its size (see statfs)."""
+        phys = kernel.phys
+        return cls(lambda: (phys.size, phys.free_frames * 4096))
+
     def mount(self, vfs: Vfs, device: str, options: str, readonly: bool) -> Mount:
         root_mode = 0o755
         for option in filter(None, options.split(",")):
@@ -306,6 +370,8 @@ class RamFs(FileSystemType):
                     raise FsError(errno.EINVAL, f"bad ramfs mode {value!r}") from None
             else:
                 logger.debug("ramfs ignores mount option %r", option)
-        mount = RamMount(self.name, device, options, MS_RDONLY if readonly else 0)
+        mount = RamMount(
+            self.name, device, options, MS_RDONLY if readonly else 0, self.memory
+        )
         mount.root = RamDir(mount, root_mode, None)
         return mount
