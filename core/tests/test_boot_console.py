@@ -152,3 +152,50 @@ def test_build_with_module_filesystem_not_installed_hints_pip(tmp_path: Path) ->
     )
     assert result.returncode == 1
     assert "pip install osv-mod-zfs" in result.stderr
+
+
+def test_bad_memory_and_vcpu_options_are_one_line_errors(image: Path) -> None:
+    for option in (["-m", "1K"], ["-m", "banana"], ["-c", "0"], ["-c", "100000"]):
+        result = osv("run", *option, str(image))
+        assert result.returncode in (1, 2), option
+        assert (
+            "Traceback" not in result.stderr and "internal error" not in result.stderr
+        )
+        assert result.stderr.strip().count("\n") <= 2, result.stderr
+
+
+def test_corrupt_elf_with_absurd_segment_is_refused(tmp_path: Path) -> None:
+    # A static busybox whose last PT_LOAD claims 64 TiB of memory.
+    import struct
+
+    corrupt = tmp_path / "corrupt"
+    data = bytearray(Path(BUSYBOX).read_bytes())
+    phoff, phentsize, phnum = (
+        struct.unpack_from("<Q", data, 32)[0],
+        *struct.unpack_from("<HH", data, 54),
+    )
+    loads = [
+        phoff + i * phentsize
+        for i in range(phnum)
+        if struct.unpack_from("<I", data, phoff + i * phentsize)[0] == 1
+    ]
+    struct.pack_into("<Q", data, loads[-1] + 40, 1 << 46)  # p_memsz
+    corrupt.write_bytes(bytes(data))
+    corrupt.chmod(0o755)
+    path = tmp_path / "corrupt.img"
+    assert osv("build", "-o", str(path), "--from-host", str(corrupt)).returncode == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "osv", "run", "-m", "256M", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "more than the guest's" in result.stderr
+
+
+def test_tmp_is_limited_to_half_the_guest_memory(image: Path) -> None:
+    cmdline = f"{BUSYBOX} dd if=/dev/zero of=/tmp/big bs=1M count=40"
+    result = osv("run", "-m", "64M", str(image), "-e", cmdline)
+    assert "No space left on device" in result.stderr
+    assert result.returncode != 0

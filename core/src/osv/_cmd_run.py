@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+# Below this a dynamically linked program cannot even load its libraries.
+MIN_MEMORY = 16 << 20
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of ``osv run``."""
@@ -42,20 +45,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Boot the image; the program's exit status becomes ours."""
+    from osv.boot import BootError
     from osv.boot._sequence import BootConfig, boot
+    from osv.hv._machine import MAX_VCPUS
     from osv.image import parse_size
 
+    memory = parse_size(args.memory)
+    if memory < MIN_MEMORY or memory % 4096:
+        raise BootError(
+            f"-m {args.memory}: guest memory must be a whole number of 4 KiB pages, "
+            f"at least {MIN_MEMORY >> 20}M"
+        )
+    if not 1 <= args.vcpus <= MAX_VCPUS:
+        raise BootError(
+            f"-c {args.vcpus}: the number of vCPUs must be 1 to {MAX_VCPUS}"
+        )
     extra = []
     if args.bootchart:
         extra.append("--bootchart")
     if args.boot_verbose:
         extra.append("--verbose")
-    if args.vcpus < 1:
-        raise ValueError("-c must be at least 1")
     config = BootConfig(
         image=args.image,
         cmdline=args.execute,
-        memory=parse_size(args.memory),
+        memory=memory,
         vcpus=args.vcpus,
         extra_options=extra,
     )

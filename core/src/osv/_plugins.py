@@ -175,11 +175,14 @@ def _register(pm: pluggy.PluginManager, entry_point: metadata.EntryPoint) -> obj
     name = entry_point.name
     distribution, version = _distribution_of(entry_point)
 
-    # Any exception a module raises while importing is that module's failure,
-    # not the caller's; KeyboardInterrupt and SystemExit still get through.
+    # Anything a module raises while importing is that module's failure, not
+    # the caller's: a sys.exit() in a module must not end `osv` itself. Only
+    # the user's Ctrl-C gets through.
     try:
         plugin = entry_point.load()
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001
         reason = f"{type(exc).__name__}: {exc}"
         logger.warning(
             "module %s (%s %s) failed to import: %s",

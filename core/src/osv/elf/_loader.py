@@ -13,11 +13,13 @@ from elftools.elf.elffile import ELFFile
 
 from osv.mm import (
     MAP_PRIVATE,
+    MMAP_MIN,
     PAGE_SIZE,
     PIE_BASE,
     PROT_EXEC,
     PROT_READ,
     PROT_WRITE,
+    USER_END,
     AddressSpace,
     page_align_up,
 )
@@ -173,6 +175,36 @@ def _prot(p_flags: int) -> int:
     return prot
 
 
+def _check_layout(
+    program: ElfProgram, span_start: int, span_end: int, aspace: AddressSpace
+) -> None:
+    """Refuse segments that no valid program has, before any memory is touched.
+
+    Linux would fail the exec (or the program would fault at once); checking
+    first keeps a corrupt header from making the kernel walk or allocate an
+    absurd range.
+    """
+    for segment in program.segments:
+        if segment.p_filesz > segment.p_memsz:
+            raise ElfError(
+                f"{program.path}: a segment's file size exceeds its memory size"
+            )
+        if segment.p_offset + segment.p_filesz > len(program.data):
+            raise ElfError(
+                f"{program.path}: a segment extends past the end of the file"
+            )
+    if span_end > USER_END or span_start < MMAP_MIN or span_end <= span_start:
+        raise ElfError(
+            f"{program.path}: segments lie outside user space "
+            f"({span_start:#x}-{span_end:#x})"
+        )
+    if span_end - span_start > aspace.phys.size:
+        raise ElfError(
+            f"{program.path}: segments span {span_end - span_start} bytes, more than "
+            f"the guest's {aspace.phys.size} bytes of memory"
+        )
+
+
 def load_program(
     aspace: AddressSpace, program: ElfProgram, base: int | None = None
 ) -> LoadedProgram:
@@ -193,6 +225,7 @@ def load_program(
     end = max(s.p_vaddr + s.p_memsz for s in program.segments)
     span_start = base + first_page
     span_end = page_align_up(base + end)
+    _check_layout(program, span_start, span_end, aspace)
 
     page_prot: dict[int, int] = {}
     for segment in program.segments:

@@ -47,22 +47,39 @@ class RamMount(Mount):
         super().__init__(fstype, device, options, flags)
         self._inos = itertools.count(1)
         self.memory = memory
+        self.used = 0
 
     def next_ino(self) -> int:
         return next(self._inos)
 
+    @property
+    def capacity(self) -> int | None:
+        """Bytes of file data the mount may hold: half the guest's memory.
+
+        That is tmpfs's default size; file data lives in host memory, and
+        the limit keeps a guest from using more of it than its -m allows.
+        """
+        return None if self.memory is None else self.memory()[0] // 2
+
+    def charge(self, growth: int) -> None:
+        """Account for file data growing (or shrinking); ENOSPC past capacity."""
+        capacity = self.capacity
+        if growth > 0 and capacity is not None and self.used + growth > capacity:
+            raise FsError(errno.ENOSPC, "ramfs is full (half of the guest's memory)")
+        self.used += growth
+
     def statfs(self) -> StatFs:
         """With the kernel's memory known, sizes as tmpfs reports them.
 
-        Files live in the guest's memory, so its size and its free part are
-        the file system's (tools such as df and shutil.disk_usage expect
-        that of a memory file system); without it, ramfs's zeros.
+        The capacity (half the guest's memory) and what files leave of it
+        (tools such as df and shutil.disk_usage expect sizes of a memory file
+        system); without the kernel's memory, ramfs's zeros.
         """
         result = super().statfs()
         if self.memory is None:
             return result
-        total, free = self.memory()
-        blocks, available = total // 4096, free // 4096
+        blocks = self.capacity // 4096
+        available = max(0, self.capacity - self.used) // 4096
         return dataclasses.replace(
             result, f_blocks=blocks, f_bfree=available, f_bavail=available
         )
@@ -133,6 +150,10 @@ class RamDir(Vnode):
         self._remove(name)
         node.nlink -= 1
         node.ctime = self.mtime
+        if node.nlink == 0 and isinstance(node, RamFile):
+            # The data stays readable through open descriptors, but it no
+            # longer counts against the file system's size.
+            self.mount.charge(-len(node.data))
 
     def rmdir(self, name: str) -> None:
         node = self._existing(name)
@@ -297,6 +318,8 @@ class RamFile(Vnode):
         n = len(data)
         buf = self.data
         length = len(buf)
+        if offset + n > length:
+            self.mount.charge(offset + n - length)
         if offset == length:
             buf += data
         elif offset + n <= length:
@@ -316,6 +339,7 @@ class RamFile(Vnode):
         if size == self.size:
             return
         if size < len(self.data):
+            self.mount.charge(size - len(self.data))
             del self.data[size:]
         self.size = size
         self._touch()
