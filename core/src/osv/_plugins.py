@@ -1,15 +1,21 @@
 """Find, load and combine the modules that implement the core's hooks."""
 
+from __future__ import annotations
+
 import importlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:
+    # Imported where used: importlib.metadata costs tens of milliseconds at
+    # start-up, and most runs of `osv run` never scan distributions.
+    from importlib import metadata
 
 import osv
 from osv import hookspecs
@@ -84,6 +90,8 @@ def module_distributions() -> list[tuple[str, str, str]]:
     Reads package metadata only: nothing is imported, so a broken module is
     listed like any other.
     """
+    from importlib import metadata
+
     found = []
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
         distribution, version = _distribution_of(entry_point)
@@ -119,7 +127,9 @@ def load_modules(names: Iterable[str] | None = None) -> ModuleSet:
         entry_points = _entry_points(wanted=None)
     else:
         wanted = [name for name in dict.fromkeys(names) if name != BUILTINS_NAME]
-        entry_points = _entry_points(wanted=set(wanted))
+        # Scanning installed distributions costs tens of milliseconds; an
+        # image that names no module (the common boot) does not need it.
+        entry_points = _entry_points(wanted=set(wanted)) if wanted else {}
         missing = [name for name in wanted if name not in entry_points]
         if missing:
             listed = ", ".join(repr(name) for name in missing)
@@ -150,6 +160,8 @@ def load_modules(names: Iterable[str] | None = None) -> ModuleSet:
 
 def _entry_points(wanted: set[str] | None) -> dict[str, metadata.EntryPoint]:
     """Map module names to entry points; two distributions claiming one is an error."""
+    from importlib import metadata
+
     by_name: dict[str, metadata.EntryPoint] = {}
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
         name = entry_point.name
