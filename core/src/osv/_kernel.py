@@ -166,9 +166,11 @@ class Kernel:
         readonly: bool = False,
     ):  # noqa: ANN201
         """Mount a file system of type ``name`` (see make_filesystem)."""
-        mount = self.vfs.mount(
-            self.make_filesystem(name), device, mountpoint, options, readonly
-        )
+        fs = self.make_filesystem(name)
+        if name not in {registered.name for registered in self.vfs.filesystems()}:
+            # Listed in /proc/filesystems from its first mount on.
+            self.vfs.register_filesystem(fs)
+        mount = self.vfs.mount(fs, device, mountpoint, options, readonly)
         self.log(f"VFS: mounting {name} at {mountpoint}")
         return mount
 
@@ -224,9 +226,12 @@ class Kernel:
         stdio=None,  # noqa: ANN001
     ) -> Process:
         """Create the process for ``argv`` and load its program (execve)."""
-        from osv.vfs import FdTable
+        from osv.vfs import FdTable, FsError
 
-        cwd_vnode = self.vfs.resolve(cwd)
+        try:
+            cwd_vnode = self.vfs.resolve(cwd)
+        except FsError as exc:
+            raise KernelError(f"cannot change to directory {cwd}: {exc.message}") from None
         env = dict(e.split("=", 1) for e in envp if "=" in e)
         path = self.find_program(argv[0], cwd_vnode, env)
         exe, data = self._read_program(path, cwd_vnode)

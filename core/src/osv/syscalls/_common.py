@@ -98,6 +98,7 @@ def enosys(t, nr: int) -> int:  # noqa: ANN001
     """
     name = NAMES.get(nr, "unknown")
     owner = MODULE_SYSCALLS.get(name)
+    nr = s64(nr)
     if nr not in _reported:
         _reported.add(nr)
         if owner is not None:
