@@ -32,9 +32,27 @@ SIGABRT = 6
 SIGKILL = 9
 
 
+# Signals whose default action is to do nothing (signal(7)).
+IGNORED_BY_DEFAULT = frozenset({17, 18, 23, 28})  # SIGCHLD SIGCONT SIGURG SIGWINCH
+SIG_IGN = 1
+
+
 def _deliver_default(t, sig: int) -> int:  # noqa: ANN001
-    """A signal the program sends itself: run its default action (terminate)."""
+    """A signal the program sends itself: run its default action."""
     if sig == 0:
+        return 0
+    if not 1 <= sig <= NSIG:
+        raise SyscallError(errno.EINVAL)
+    action = t.process.signal_actions.get(sig)
+    handler = int.from_bytes(action[:8], "little") if action else 0
+    if handler == SIG_IGN or (handler == 0 and sig in IGNORED_BY_DEFAULT):
+        return 0
+    if handler != 0:
+        # TODO: invoking a program's signal handler needs a signal frame on
+        # its stack; until then the signal is dropped (the program goes on),
+        # which keeps runtimes that signal themselves (Go's SIGURG
+        # preemption, say) working.
+        unsupported(f"delivery of signal {sig} to its handler")
         return 0
     # TODO: handlers installed with rt_sigaction are not invoked yet; the
     # default action (termination) is taken for every signal sent.
