@@ -70,6 +70,15 @@ def _ignore_signal(signum, frame) -> None:  # noqa: ANN001
     """SIGUSR1 only interrupts a vCPU's KVM_RUN (see Kernel._end_process)."""
 
 
+# The guest thread a host thread serves: procfs's "self" is the caller's process.
+_current = threading.local()
+
+
+def current_task() -> Task | None:
+    """The guest thread served by the calling host thread (None outside one)."""
+    return getattr(_current, "task", None)
+
+
 class KernelError(Exception):
     """The kernel cannot start or continue the program."""
 
@@ -252,7 +261,7 @@ class Kernel:
         for stream in stdio or ():
             fds.install(stream)
         process = Process(
-            pid=PID,
+            pid=PID if self.current is None else next(self._tids),
             argv=list(argv),
             envp=list(envp),
             exe=exe,
@@ -299,12 +308,8 @@ class Kernel:
             ],
             exe,
         )
-        vcpu = self.machine.vcpus[0] if self.machine.vcpus else None
-        if vcpu is None:
-            vcpu = self.machine.create_vcpu(mm)
-            self.machine.probe(vcpu)
-        vcpu.aspace = mm
-        task = Task(tid=PID, process=process, vcpu=vcpu)
+        vcpu = self._acquire_vcpu(mm)
+        task = Task(tid=process.pid, process=process, vcpu=vcpu)
         process.tasks.append(task)
         vcpu.setup(entry=entry, stack=rsp, lstar=self.machine.lstar)
         return process
@@ -322,6 +327,46 @@ class Kernel:
                 program_file.close()
         except FsError as exc:
             raise KernelError(f"Failed to load object: {path}: {exc.message}") from None
+
+    def _acquire_vcpu(self, mm):  # noqa: ANN001, ANN202
+        """A vCPU for a new guest thread in ``mm``: an idle one, else a new one.
+
+        The first vCPU also runs the start-up probe that decides how system
+        calls reach the host.
+        """
+        if self._idle_vcpus:
+            vcpu = self._idle_vcpus.pop()
+            vcpu.map_block(mm)
+        elif not self.machine.vcpus:
+            vcpu = self.machine.create_vcpu(mm)
+            self.machine.probe(vcpu)
+        else:
+            vcpu = self.machine.create_vcpu(mm)
+        vcpu.aspace = mm
+        return vcpu
+
+    def start(self, process: Process) -> threading.Thread:
+        """Run ``process`` on a host thread of its own (``&`` in a command line).
+
+        ``process.result`` holds the RunResult, or ``process.fault`` the fault,
+        once ``process.ended`` is set.
+        """
+
+        def main() -> None:
+            try:
+                process.result = self.run(process)
+            except BaseException as exc:  # noqa: BLE001 - kept for the caller
+                process.fault = process.fault or exc
+
+        thread = threading.Thread(target=main, name=f"process-{process.pid}", daemon=True)
+        process.tasks[0].thread = thread
+        thread.start()
+        return thread
+
+    def terminate(self, process: Process, status: int = 128 + 15) -> None:
+        """Stop a running process (a `&!` daemon when the foreground is done)."""
+        with KERNEL_LOCK_HELD():
+            self._end_process(process, ProcessExit(status, signal=15))
 
     def run(self, process: Process) -> RunResult:
         """Run the process until it ends; return its exit status and counters.
@@ -341,6 +386,17 @@ class Kernel:
         process.ended.wait()
         with KERNEL_LOCK_HELD():
             process.fds.close_all()
+        # Threads stopped by the end of the process leave KVM_RUN promptly
+        # (they were kicked); their vCPUs then serve later threads.
+        for task in [main, *process.tasks]:
+            thread = task.thread
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=1.0)
+                if thread.is_alive():
+                    continue
+            if task.vcpu not in self._idle_vcpus:
+                self._idle_vcpus.append(task.vcpu)
+        process.tasks.clear()
         all_tasks = [main, *process.finished_tasks]
         calls = sum(t.syscalls[0] for t in {id(t): t for t in all_tasks}.values())
         if isinstance(process.fault, BaseException):
@@ -351,6 +407,8 @@ class Kernel:
         """Serve one guest thread until it or the process ends (by an exception)."""
         vcpu = task.vcpu
         machine = self.machine
+        task.host_thread_id = threading.get_ident()
+        _current.task = task
         run = _dispatch.run_until_slow_exit
         while True:
             reason = run(
@@ -377,11 +435,7 @@ class Kernel:
         registers = parent.vcpu.registers()
         # A vCPU whose thread has ended is reused: creating one costs ioctls
         # and four frames, and KVM offers a bounded number of them.
-        if self._idle_vcpus:
-            vcpu = self._idle_vcpus.pop()
-            vcpu.aspace = process.mm
-        else:
-            vcpu = self.machine.create_vcpu(process.mm)
+        vcpu = self._acquire_vcpu(process.mm)
         child = Task(tid=next(self._tids), process=process, vcpu=vcpu)
         vcpu.setup(
             entry=registers["rcx"],
@@ -434,7 +488,7 @@ class Kernel:
             if task.tid != process.pid:
                 # Its host thread is the caller and leaves KVM_RUN for good:
                 # the vCPU can serve the next clone. (The main thread's vCPU
-                # stays reserved for the main thread of the next program.)
+                # is freed with the whole process, in run().)
                 self._idle_vcpus.append(task.vcpu)
         return not process.tasks
 

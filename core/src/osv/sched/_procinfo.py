@@ -11,15 +11,22 @@ class ProcessInfo:
     def __init__(self, kernel) -> None:  # noqa: ANN001 - osv._kernel.Kernel
         self.kernel = kernel
 
+    def _caller(self):  # noqa: ANN202
+        """The calling guest thread's process, else the last one started."""
+        from osv._kernel import current_task
+
+        task = current_task()
+        return task.process if task is not None else self.kernel.current
+
     @property
     def _process(self):  # noqa: ANN202
-        process = self.kernel.current
+        process = self._caller()
         if process is None:
             raise LookupError("no program is running")
         return process
 
     def pid(self) -> int:
-        process = self.kernel.current
+        process = self._caller()
         return process.pid if process is not None else 1
 
     def exe_path(self) -> str:

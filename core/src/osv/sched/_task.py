@@ -78,6 +78,7 @@ class Process:
     ended: threading.Event = field(default_factory=threading.Event)
     fault: object = None
     finished_tasks: list[Task] = field(default_factory=list)
+    result: object = None  # the RunResult of a process run in the background
 
 
 @dataclass(eq=False)
@@ -99,6 +100,9 @@ class Task:
     syscalls: list[int] = field(default_factory=lambda: [0])
     thread: threading.Thread | None = None
     start_ns: int = field(default_factory=time.monotonic_ns)
+    # The host thread serving this guest thread (threading.get_ident()),
+    # known once it runs.
+    host_thread_id: int = 0
 
     def __post_init__(self) -> None:
         # Shortcuts used by every system call: one attribute lookup instead of two.
@@ -106,3 +110,14 @@ class Task:
         self.fds = self.process.fds
         self.vfs = self.process.vfs
         self.kernel = self.process.kernel
+
+    def cpu_ns(self) -> int:
+        """CPU time this guest thread has used: its host thread's, which runs
+        the guest code inside KVM_RUN and the thread's system calls."""
+        if not self.host_thread_id:
+            return 0
+        try:
+            clock = time.pthread_getcpuclockid(self.host_thread_id)
+            return time.clock_gettime_ns(clock)
+        except OSError:  # the host thread has ended
+            return 0
