@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass, field
 
 from osv.mm._pagetable import PTE_NX, PTE_RW, PTE_US, PageTable
-from osv.mm._physmem import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
+from osv.mm._physmem import PAGE_SHIFT, PAGE_SIZE, OutOfMemoryError, PhysicalMemory
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ LAZY_THRESHOLD = 256 << 20
 # A lazy range made accessible by mprotect is populated at once when it is at
 # most this large, because a guest page fault is far costlier than mapping.
 POPULATE_ON_PROTECT = 64 << 20
+# A demand fault maps this much around the faulting page (see populate).
+FAULT_AROUND = 256 << 10
 
 
 class MemoryFault(Exception):
@@ -327,19 +329,36 @@ class AddressSpace:
             self.pt.map_page(vpn << PAGE_SHIFT, pa, flags)
 
     def populate(self, address: int, write: bool) -> bool:
-        """Give a lazy area's page its frame (a demand fault); False if not allowed."""
+        """Serve a demand fault in a lazy area; False if the access is not allowed.
+
+        The faulting page and the other missing pages of its aligned
+        FAULT_AROUND block get frames at once: a program that touches one
+        page of a large reservation usually touches its neighbours next, and
+        each fault avoided saves a trip through the exception stub.
+        """
         area = self.find(address)
         if area is None or area.pa >= 0:
             return False
         prot = area.prot
         if not prot & PROT_READ or (write and not prot & PROT_WRITE):
             return False
+        flags = leaf_flags(prot)
         vpn = address >> PAGE_SHIFT
         pa = area.pages.get(vpn)
-        if pa is None:
-            pa = self.phys.allocate(1)
-            area.pages[vpn] = pa
-        self.pt.map_page(vpn << PAGE_SHIFT, pa, leaf_flags(prot))
+        if pa is not None:
+            self.pt.map_page(vpn << PAGE_SHIFT, pa, flags)
+            return True
+        block = FAULT_AROUND >> PAGE_SHIFT
+        first = max(vpn & ~(block - 1), area.start >> PAGE_SHIFT)
+        last = min((vpn | (block - 1)) + 1, area.end >> PAGE_SHIFT)
+        missing = [v for v in range(first, last) if v not in area.pages]
+        try:
+            run = self.phys.allocate(len(missing))
+        except OutOfMemoryError:
+            missing, run = [vpn], self.phys.allocate(1)
+        for i, page in enumerate(missing):
+            area.pages[page] = run + (i << PAGE_SHIFT)
+            self.pt.map_page(page << PAGE_SHIFT, run + (i << PAGE_SHIFT), flags)
         return True
 
     # ---- brk ----------------------------------------------------------------

@@ -150,7 +150,11 @@ class RamDir(Vnode):
         self._remove(name)
         node.nlink -= 1
         node.ctime = self.mtime
-        if node.nlink == 0 and isinstance(node, RamFile):
+        if (
+            node.nlink == 0
+            and isinstance(node, RamFile)
+            and type(node.data) is bytearray
+        ):
             # The data stays readable through open descriptors, but it no
             # longer counts against the file system's size.
             self.mount.charge(-len(node.data))
@@ -282,7 +286,24 @@ class RamFile(Vnode):
 
     def __init__(self, mount: RamMount, mode: int) -> None:
         super().__init__(mount, mount.next_ino(), mode)
-        self.data = bytearray()
+        self.data: bytearray | memoryview = bytearray()
+
+    def share(self, content: memoryview) -> None:
+        """Make ``content`` the file's data without copying it (copied on write).
+
+        Used for files unpacked from the image, whose bytes already sit in
+        memory for the life of the VM, as OSv serves bootfs files from the
+        kernel image. Shared bytes do not count against the mount's size.
+        """
+        self.data = content.toreadonly()
+        self.size = len(content)
+
+    def _own_data(self) -> bytearray:
+        """The data as a private bytearray, copying shared bytes first."""
+        if type(self.data) is not bytearray:
+            self.mount.charge(len(self.data))
+            self.data = bytearray(self.data)
+        return self.data
 
     @property
     def blocks(self) -> int:
@@ -316,7 +337,7 @@ class RamFile(Vnode):
 
     def write(self, offset: int, data: bytes | memoryview) -> int:
         n = len(data)
-        buf = self.data
+        buf = self._own_data()
         length = len(buf)
         if offset + n > length:
             self.mount.charge(offset + n - length)
@@ -339,8 +360,9 @@ class RamFile(Vnode):
         if size == self.size:
             return
         if size < len(self.data):
-            self.mount.charge(size - len(self.data))
-            del self.data[size:]
+            data = self._own_data()
+            self.mount.charge(size - len(data))
+            del data[size:]
         self.size = size
         self._touch()
 

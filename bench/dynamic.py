@@ -1,0 +1,133 @@
+"""Dynamically linked workloads (python3, find, sort) in the VM, beside native and the floor.
+
+The floor of this machine for a run is its native time plus, for every system
+call and page fault the run made in the VM, one trap round trip as measured
+by the bare trap loop of bench/run.py. Figures go to bench/RESULTS-dynamic.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+
+from run import floor_round_trip, fmt, osv, wall  # noqa: E402
+
+PYTHON = "/usr/bin/python3.11"
+STDLIB = "/usr/lib/python3.11"
+BOOTFS_NAME_MAX = 110
+
+
+def stdlib_manifest(path: Path) -> None:
+    with open(path, "w") as out:
+        for directory, subdirs, files in os.walk(STDLIB):
+            subdirs[:] = [
+                d for d in subdirs if d not in ("test", "idlelib", "lib-dynload")
+            ]
+            for name in files:
+                host = os.path.join(directory, name)
+                if len(host) <= BOOTFS_NAME_MAX:
+                    out.write(f"{host}: {host}\n")
+
+
+def in_vm_counts(image: Path, cmdline: str) -> tuple[int, int, float, float]:
+    """(system calls, page faults, boot ms, whole boot+run ms) of one in-process run."""
+    from osv.boot._sequence import BootConfig, Console, boot
+
+    console = Console(io.StringIO())
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        start = time.perf_counter()
+        result = boot(BootConfig(image=str(image), cmdline=cmdline), console)
+        total = (time.perf_counter() - start) * 1e3
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+    return result.syscalls, result.faults, result.boot_ns / 1e6, total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--output", default=str(HERE / "RESULTS-dynamic.md"))
+    args = parser.parse_args()
+    if not os.path.exists(PYTHON):
+        print(f"{PYTHON} is not installed; nothing to measure")
+        return 0
+
+    trap_us = statistics.median(floor_round_trip(20000) for _ in range(3))
+    rows = [
+        "# Dynamically linked workloads",
+        "",
+        f"Made by `python3 -m nox -s bench` (bench/dynamic.py --runs {args.runs}). "
+        f"Trap round trip of the bare loop: {trap_us:.1f} µs. Floor = native time + "
+        "(system calls + page faults) × that round trip. `osv run` is the whole "
+        "process (interpreter start-up, boot and the program); the in-VM column "
+        "is boot() in an already started interpreter, minus the kernel's boot.",
+        "",
+        "| workload | native ms | `osv run` ms | in-VM ms | floor ms | in-VM / floor "
+        "| system calls | page faults | VM exits |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data = work / "sort-input.txt"
+        rng = random.Random(7)
+        with open(data, "w") as out:
+            while out.tell() < 50 << 20:
+                out.write(f"{rng.randrange(10**12):012d} {rng.random():.6f}\n")
+        manifest = work / "stdlib.manifest"
+        stdlib_manifest(manifest)
+        image = work / "dynamic.img"
+        sort, find = shutil.which("sort"), shutil.which("find")
+        subprocess.run(
+            osv(
+                "build", "--fs", "ramfs", "--format", "raw", "-o", str(image),
+                "--from-host", PYTHON, "--from-host", os.path.join(STDLIB, "lib-dynload"),
+                "--from-host", sort, "--from-host", find, "--from-host", str(data),
+                "--manifest", str(manifest), "--cmdline", f"{PYTHON} -c pass",
+            ),
+            check=True,
+        )  # fmt: skip
+        workloads = [
+            ("python3 -c pass", [PYTHON, "-c", "pass"]),
+            (
+                "python3 -c 'import json, sqlite3'",
+                [PYTHON, "-c", "import json, sqlite3"],
+            ),
+            ("find over the standard library", [find, STDLIB]),
+            ("sort of a 50 MB file", [sort, str(data)]),
+        ]
+        for label, argv in workloads:
+            cmdline = " ".join(f'"{word}"' for word in argv)
+            native = wall(argv, args.runs)
+            ours = wall(osv("run", "-e", cmdline, str(image)), args.runs)
+            calls, faults, boot_ms, total_ms = in_vm_counts(image, cmdline)
+            in_vm = total_ms - boot_ms
+            floor = statistics.median(native) + (calls + faults) * trap_us / 1000
+            rows.append(
+                f"| {label} | {fmt(native)} | {fmt(ours)} | {in_vm:.1f} | {floor:.1f} "
+                f"| {in_vm / floor:.2f} | {calls} | {faults} | {calls + faults} |"
+            )
+    text = "\n".join(rows) + "\n"
+    Path(args.output).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
