@@ -419,7 +419,7 @@ class VCpu:
         self.aspace = aspace
         self.fd = ioctl(machine.vm_fd, _kvm.KVM_CREATE_VCPU, index)
         self.block_va = CPU_BLOCKS_VA + index * CPU_BLOCK_SIZE
-        self.block_gpa = machine.phys.allocate(CPU_BLOCK_SIZE >> 12)
+        self.block_gpa = machine.phys.allocate_kernel(CPU_BLOCK_SIZE >> 12)
         ram = machine.phys.ram
         gdt = _gdt(self.block_va + BLOCK_TSS)
         tss = _tss(self.block_va + BLOCK_IST_TOP)

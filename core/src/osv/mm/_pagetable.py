@@ -42,7 +42,7 @@ class PageTable:
     def __init__(self, phys: PhysicalMemory) -> None:
         self.phys = phys
         self.q = phys.ram_q
-        self.root = phys.allocate(1)
+        self.root = phys.allocate_kernel()
         self.table_pages = 1
 
     def _table(self, va: int) -> int:
@@ -53,7 +53,7 @@ class PageTable:
             slot = (table >> 3) + ((va >> shift) & 0x1FF)
             entry = q[slot]
             if not entry & PTE_P:
-                child = self.phys.allocate(1)
+                child = self.phys.allocate_kernel()
                 self.table_pages += 1
                 q[slot] = child | UPPER
                 table = child

@@ -13,6 +13,7 @@ logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
+KERNEL_POOL_END = 2 << 20
 
 
 class OutOfMemoryError(Exception):
@@ -49,11 +50,35 @@ class PhysicalMemory:
         buffer = (ctypes.c_char * size).from_address(self.host_address)
         self.ram = memoryview(buffer).cast("B")
         self.ram_q = self.ram.cast("Q")
+        # Frames for the kernel's own structures (page tables, per-vCPU
+        # blocks) come from the rest of the first 2 MiB, which the kernel
+        # touches at boot anyway. With transparent huge pages, the host's
+        # first touch of a 2 MiB region costs milliseconds here; spreading
+        # page tables over the whole of RAM would pay that for regions the
+        # program may never use.
+        pool_end = min(KERNEL_POOL_END, size)
+        self._kernel_pool = list(range(pool_end - PAGE_SIZE, reserved - 1, -PAGE_SIZE))
         # Free extents as two parallel sorted lists of first frame and length.
-        self._starts = [reserved >> PAGE_SHIFT]
-        self._lengths = [(size - reserved) >> PAGE_SHIFT]
+        self._starts = [pool_end >> PAGE_SHIFT]
+        self._lengths = [(size - pool_end) >> PAGE_SHIFT]
         self.total_frames = (size - reserved) >> PAGE_SHIFT
         self.free_frames = self.total_frames
+
+    def allocate_kernel(self, npages: int = 1) -> int:
+        """Contiguous zeroed frames for the kernel's own structures."""
+        pool = self._kernel_pool
+        if npages == 1 and pool:
+            self.free_frames -= 1
+            return pool.pop()
+        if npages > 1 and len(pool) >= npages:
+            # The pool is kept sorted from high to low addresses: take the
+            # lowest npages if they are contiguous, else the general allocator.
+            candidate = pool[-npages:]
+            if candidate[0] - candidate[-1] == (npages - 1) * PAGE_SIZE:
+                del pool[-npages:]
+                self.free_frames -= npages
+                return candidate[-1]
+        return self.allocate(npages)
 
     def allocate(self, npages: int) -> int:
         """Return the guest-physical address of ``npages`` contiguous zeroed frames."""
