@@ -134,6 +134,8 @@ class Kernel:
         self.console = Console(0, 1)
         self._errors = (SyscallError, FsError, MemoryFault)
         self._tids = itertools.count(PID + 1)
+        self._processes: list[Process] = []
+        self.powering_off = False
         self._idle_vcpus: list = []
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGUSR1, _ignore_signal)
@@ -240,7 +242,9 @@ class Kernel:
         try:
             cwd_vnode = self.vfs.resolve(cwd)
         except FsError as exc:
-            raise KernelError(f"cannot change to directory {cwd}: {exc.message}") from None
+            raise KernelError(
+                f"cannot change to directory {cwd}: {exc.message}"
+            ) from None
         env = dict(e.split("=", 1) for e in envp if "=" in e)
         path = self.find_program(argv[0], cwd_vnode, env)
         exe, data = self._read_program(path, cwd_vnode)
@@ -274,6 +278,7 @@ class Kernel:
         loaded = load_program(mm, program)
         process.loaded = loaded
         self.current = process
+        self._processes.append(process)
         mm.set_brk_start(loaded.end)
         entry, interp_base = loaded.entry, 0
         if interpreter is not None:
@@ -358,7 +363,9 @@ class Kernel:
             except BaseException as exc:  # noqa: BLE001 - kept for the caller
                 process.fault = process.fault or exc
 
-        thread = threading.Thread(target=main, name=f"process-{process.pid}", daemon=True)
+        thread = threading.Thread(
+            target=main, name=f"process-{process.pid}", daemon=True
+        )
         process.tasks[0].thread = thread
         thread.start()
         return thread
@@ -368,6 +375,14 @@ class Kernel:
         with KERNEL_LOCK_HELD():
             self._end_process(process, ProcessExit(status, signal=15))
 
+    def stop(self, status: int = 0) -> None:
+        """End every running program with ``status``: callable from any host
+        thread (a management service's shutdown request, say)."""
+        self.powering_off = True
+        for process in list(self._processes):
+            with KERNEL_LOCK_HELD():
+                self._end_process(process, ProcessExit(status))
+
     def run(self, process: Process) -> RunResult:
         """Run the process until it ends; return its exit status and counters.
 
@@ -375,6 +390,8 @@ class Kernel:
         thread on a host thread of its own (see start_thread).
         """
         main = process.tasks[0]
+        if main.thread is None:
+            main.thread = threading.current_thread()
         first_ns = time.monotonic_ns() - self.boot_ns
         try:
             self._run_task(main)
@@ -386,6 +403,8 @@ class Kernel:
         process.ended.wait()
         with KERNEL_LOCK_HELD():
             process.fds.close_all()
+            if process in self._processes:
+                self._processes.remove(process)
         # Threads stopped by the end of the process leave KVM_RUN promptly
         # (they were kicked); their vCPUs then serve later threads.
         for task in [main, *process.tasks]:

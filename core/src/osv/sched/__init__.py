@@ -1,6 +1,7 @@
 """Processes and threads of the application."""
 
 from osv.sched._futex import FutexTable
+from osv.sched._lock import KERNEL_LOCK, blocking
 from osv.sched._task import (
     DEFAULT_RLIMITS,
     RLIM_INFINITY,
@@ -11,6 +12,7 @@ from osv.sched._task import (
 )
 
 __all__ = [
+    "KERNEL_LOCK",
     "DEFAULT_RLIMITS",
     "RLIM_INFINITY",
     "FutexTable",
@@ -18,4 +20,5 @@ __all__ = [
     "ProcessExit",
     "Task",
     "ThreadExit",
+    "blocking",
 ]

@@ -7,6 +7,7 @@ import logging
 import struct
 import time
 
+from osv.sched import ThreadExit
 from osv.sched._lock import blocking
 from osv.syscalls._common import SyscallError, path_arg, s32
 from osv.syscalls._numbers import NUMBERS
@@ -62,8 +63,11 @@ def _revents(t, fd: int, events: int) -> int:  # noqa: ANN001
     return f.poll_ready(events | POLLERR | POLLHUP)
 
 
-def _wait(deadline: float | None, ready) -> int:  # noqa: ANN001
-    """Call ``ready()`` until it reports something or the deadline passes."""
+def _wait(deadline: float | None, ready, ended=None) -> int:  # noqa: ANN001
+    """Call ``ready()`` until it reports something or the deadline passes.
+
+    ``ended`` (the process's end event) cuts the wait short.
+    """
     while True:
         count = ready()
         if count or (deadline is not None and time.monotonic() >= deadline):
@@ -72,7 +76,10 @@ def _wait(deadline: float | None, ready) -> int:  # noqa: ANN001
         if deadline is not None:
             pause = min(pause, max(0.0, deadline - time.monotonic()))
         with blocking():
-            time.sleep(pause)
+            if ended is not None and ended.wait(pause):
+                raise ThreadExit()
+            if ended is None:
+                time.sleep(pause)
 
 
 def _poll(t, fds_ptr: int, nfds: int, deadline: float | None) -> int:  # noqa: ANN001
@@ -89,7 +96,7 @@ def _poll(t, fds_ptr: int, nfds: int, deadline: float | None) -> int:  # noqa: A
             count += results[i] != 0
         return count
 
-    count = _wait(deadline, ready)
+    count = _wait(deadline, ready, t.process.ended)
     out = b"".join(
         struct.pack("<ihH", fd, events, results[i])
         for i, (fd, events, _) in enumerate(entries)
@@ -150,7 +157,7 @@ def _select(t, nfds, readfds, writefds, exceptfds, deadline):  # noqa: ANN001, A
                 count += 1
         return count
 
-    count = _wait(deadline, ready)
+    count = _wait(deadline, ready, t.process.ended)
     for ptr, value in zip((readfds, writefds, exceptfds), results, strict=True):
         if ptr and nbytes:
             t.mm.write(ptr, value.to_bytes(nbytes, "little"))
@@ -229,7 +236,7 @@ def _epoll_wait(t, epfd, events_ptr, max_events, deadline):  # noqa: ANN001, ANN
         found[:] = epoll.ready(max_events)
         return len(found)
 
-    count = _wait(deadline, ready)
+    count = _wait(deadline, ready, t.process.ended)
     if count:
         t.mm.write(events_ptr, b"".join(struct.pack("<IQ", e, d) for e, d in found))
     return count

@@ -9,7 +9,7 @@ import resource
 import struct
 import time
 
-from osv.sched import RLIM_INFINITY, ProcessExit
+from osv.sched import RLIM_INFINITY, ProcessExit, ThreadExit
 from osv.sched._lock import blocking
 from osv.syscalls._common import SyscallError, s32, s64, unsupported
 from osv.syscalls._numbers import NUMBERS
@@ -305,12 +305,17 @@ def sys_time(t, tloc, *_):  # noqa: ANN001, ANN002
 
 
 def _sleep_until(t, deadline_ns: int, clock: int) -> None:  # noqa: ANN001
+    # Waiting on the process's end event rather than sleeping lets the end
+    # of the program (exit_group in another thread, a shutdown request)
+    # cut the sleep short.
+    ended = t.process.ended
     with blocking():
         while True:
             remaining = deadline_ns - time.clock_gettime_ns(clock)
             if remaining <= 0:
                 return
-            time.sleep(remaining / 1e9)
+            if ended.wait(remaining / 1e9):
+                raise ThreadExit()
 
 
 def _timespec(t, address: int) -> int:  # noqa: ANN001
