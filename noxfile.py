@@ -26,7 +26,8 @@ PACKAGES = [CORE, *MODULES, TEMPLATE]
 
 LINT_REQUIREMENTS = ["ruff==0.17.6", "import-linter==2.17"]
 TEST_REQUIREMENTS = ["pytest>=8"]
-E2E_REQUIREMENTS = [*TEST_REQUIREMENTS, "import-linter==2.17"]
+# schemathesis checks the REST module's OpenAPI document against the live server.
+E2E_REQUIREMENTS = [*TEST_REQUIREMENTS, "import-linter==2.17", "schemathesis>=4,<5"]
 
 # Wheels built during this nox run, by package directory; every session of
 # the run installs the same wheel instead of building it again.
@@ -98,6 +99,8 @@ def bench(session: nox.Session) -> None:
         session.skip("there are no benchmarks yet: bench/run.py does not exist")
     _install(session, [CORE, *MODULES])
     session.run("python", str(script), *session.posargs)
+    session.run("python", str(ROOT / "bench" / "rofs.py"), *session.posargs)
+    session.run("python", str(ROOT / "bench" / "dynamic.py"), *session.posargs)
 
 
 def _install(session: nox.Session, packages: list[str], extras: str = "") -> None:

@@ -72,6 +72,13 @@ def tree_with_two_modules(repo_root, tmp_path):
         shutil.copytree(
             repo_root / "tests" / "fixtures" / "modules" / name, root / "modules" / name
         )
+    # The repository's own modules come along: the contracts already list them.
+    for source in sorted((repo_root / "modules").glob("*/src")):
+        shutil.copytree(
+            source,
+            root / "modules" / source.parent.name / "src",
+            ignore=shutil.ignore_patterns("__pycache__", "*.so"),
+        )
 
     config = _read_contracts(repo_root / ".importlinter")
     for section, key in CONTRACT_LISTS:

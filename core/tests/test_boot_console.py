@@ -35,7 +35,7 @@ def osv(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def image(tmp_path: Path) -> Path:
     path = tmp_path / "busybox.img"
-    built = osv("build", "-o", str(path), "--from-host", BUSYBOX)
+    built = osv("build", "--fs", "ramfs", "-o", str(path), "--from-host", BUSYBOX)
     assert built.returncode == 0, built.stderr
     return path
 
@@ -137,8 +137,9 @@ def test_program_whose_dynamic_linker_is_missing_fails_clearly(tmp_path: Path) -
     manifest.write_text("/bin/true: /bin/true\n")
     path = tmp_path / "dyn.img"
     built = osv(
-        "build", "-o", str(path), "--manifest", str(manifest), "--cmdline", "/bin/true"
-    )
+        "build", "--fs", "ramfs", "-o", str(path), "--manifest", str(manifest),
+        "--cmdline", "/bin/true",
+    )  # fmt: skip
     assert built.returncode == 0, built.stderr
     result = osv("run", str(path))
     assert result.returncode != 0
@@ -183,7 +184,8 @@ def test_corrupt_elf_with_absurd_segment_is_refused(tmp_path: Path) -> None:
     corrupt.write_bytes(bytes(data))
     corrupt.chmod(0o755)
     path = tmp_path / "corrupt.img"
-    assert osv("build", "-o", str(path), "--from-host", str(corrupt)).returncode == 0
+    built = osv("build", "--fs", "ramfs", "-o", str(path), "--from-host", str(corrupt))
+    assert built.returncode == 0, built.stderr
     result = subprocess.run(
         [sys.executable, "-m", "osv", "run", "-m", "256M", str(path)],
         capture_output=True,
@@ -199,3 +201,32 @@ def test_tmp_is_limited_to_half_the_guest_memory(image: Path) -> None:
     result = osv("run", "-m", "64M", str(image), "-e", cmdline)
     assert "No space left on device" in result.stderr
     assert result.returncode != 0
+
+
+def test_ampersand_runs_programs_at_once_and_waits_for_them(image: Path) -> None:
+    cmdline = f"{BUSYBOX} echo one & {BUSYBOX} echo two & {BUSYBOX} echo three"
+    result = osv("run", str(image), "-e", cmdline)
+    output = result.stdout.split(f"Cmdline: {cmdline}\n", 1)[1]
+    assert sorted(output.splitlines()) == ["one", "three", "two"]
+    assert result.returncode == 0
+
+
+def test_daemon_is_stopped_when_the_foreground_is_done(image: Path) -> None:
+    import time
+
+    cmdline = f"{BUSYBOX} sleep 60 &! {BUSYBOX} echo foreground done"
+    started = time.monotonic()
+    result = osv("run", str(image), "-e", cmdline)
+    assert time.monotonic() - started < 30
+    assert result.stdout.endswith("foreground done\n")
+    assert result.returncode == 0
+
+
+def test_bang_stops_the_others_when_it_returns(image: Path) -> None:
+    import time
+
+    cmdline = f"{BUSYBOX} sleep 60 & {BUSYBOX} false !"
+    started = time.monotonic()
+    result = osv("run", str(image), "-e", cmdline)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1

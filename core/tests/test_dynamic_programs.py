@@ -284,3 +284,21 @@ def test_build_names_a_library_missing_on_the_host(tmp_path: Path) -> None:
                  "--from-host", str(program))  # fmt: skip
     assert result.returncode == 1
     assert "libmissing.so not found" in result.stderr
+
+
+@pytest.mark.skipif(SQLITE is None, reason="sqlite3 is not installed")
+def test_manifest_command_lines_build_a_working_image(tmp_path: Path) -> None:
+    listed = osv("manifest", "--from-host", SQLITE)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0] == "[manifest]"
+    assert any("libsqlite3.so.0: " in line for line in lines)
+    assert any(line.startswith("/lib64/ld-linux-x86-64.so.2: ") for line in lines)
+    manifest = tmp_path / "sqlite3.manifest"
+    manifest.write_text(listed.stdout)
+    image = tmp_path / "sqlite3.img"
+    built = osv("build", "--fs", "ramfs", "--format", "raw", "-o", str(image),
+                "--manifest", str(manifest), "--cmdline", f"{SQLITE} -version")  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    vm = osv("run", str(image))
+    assert program_output(vm.stdout) == native([SQLITE, "-version"]).stdout

@@ -260,6 +260,71 @@ def test_loader_options_must_be_loader_option_objects(bare_pm):
         osv.loader_options(bare_pm)
 
 
+def _uptime(params):
+    return 42
+
+
+def _echo(params):
+    return params
+
+
+def test_hook_osv_rest_routes(bare_pm):
+    kernels = []
+
+    class Os:
+        @hookimpl
+        def osv_rest_routes(self, kernel):
+            kernels.append(kernel)
+            return [
+                ("GET", "/os/uptime", _uptime),
+                ("POST", "/echo/{rest}", _echo, {"summary": "Echo"}),
+            ]
+
+    kernel = object()
+    bare_pm.register(Os(), name="httpserver")
+    routes = osv.rest_routes(bare_pm, kernel)
+    assert kernels == [kernel]
+    assert [(r.module, r.method, r.path, r.handler) for r in routes] == [
+        ("httpserver", "GET", "/os/uptime", _uptime),
+        ("httpserver", "POST", "/echo/{rest}", _echo),
+    ]
+    assert [r.operation for r in routes] == [{}, {"summary": "Echo"}]
+
+    class Rival:
+        @hookimpl
+        def osv_rest_routes(self):
+            return [("POST", "/echo/{other}", _echo)]
+
+    bare_pm.register(Rival(), name="rival")
+    with pytest.raises(osv.ModuleError) as excinfo:
+        osv.rest_routes(bare_pm, kernel)
+    assert str(excinfo.value) == (
+        "REST route POST /echo/{rest} is claimed by both module 'rival' "
+        "and module 'httpserver'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "complaint"),
+    [
+        (("FETCH", "/x", _uptime), "expected \\(method, path, handler"),
+        (("GET", "x", _uptime), "a path starting with '/'"),
+        (("GET", "/x", "not callable"), "expected \\(method, path, handler"),
+        (("GET", "/{a}/b", _uptime), "only the last path segment"),
+        ("GET /x", "expected \\(method, path, handler"),
+    ],
+)
+def test_rest_routes_in_the_wrong_shape_are_refused(bare_pm, entry, complaint):
+    class Sloppy:
+        @hookimpl
+        def osv_rest_routes(self):
+            return [entry]
+
+    bare_pm.register(Sloppy(), name="sloppy")
+    with pytest.raises(osv.ModuleError, match=complaint):
+        osv.rest_routes(bare_pm, object())
+
+
 # ---------------------------------------------------------------------------
 # Lifecycle
 # ---------------------------------------------------------------------------

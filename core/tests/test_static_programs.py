@@ -85,6 +85,8 @@ def run_in_vm(
     image = tmp_path / "test.img"
     built = osv(
         "build",
+        "--fs",
+        "ramfs",
         "-o",
         str(image),
         *[arg for path in from_host for arg in ("--from-host", str(path))],
@@ -264,7 +266,8 @@ def test_busybox_ls_long_names_types_sizes_match_native(
 def test_no_kvm_gives_one_clear_line(tmp_path: Path, compile_program) -> None:  # noqa: ANN001
     program = compile_program("echo_args")
     image = tmp_path / "img"
-    assert osv("build", "-o", str(image), "--from-host", str(program)).returncode == 0
+    built = osv("build", "--fs", "ramfs", "-o", str(image), "--from-host", str(program))
+    assert built.returncode == 0
     code = (
         "import sys, osv.hv._kvm as k; k.KVM_DEVICE = '/nonexistent/kvm';"
         "from osv.cli import main; sys.exit(main(['run', sys.argv[1]]))"

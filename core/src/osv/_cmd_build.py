@@ -10,11 +10,17 @@ import shlex
 
 logger = logging.getLogger(__name__)
 
-FILESYSTEMS = ("ramfs", "rofs", "zfs")
-FORMATS = ("raw", "qcow2")
+# rofs is the default file system, as OSv makes its fastest-booting images,
+# and qcow2 the default container, as OSv's usr.img is one.
+FILESYSTEMS = ("rofs", "ramfs", "zfs")
+DEFAULT_FILESYSTEM = "rofs"
+FORMATS = ("qcow2", "raw")
+DEFAULT_FORMAT = "qcow2"
 
-# The directories every image has, as OSv's ramfs skeleton provides them, and
-# /etc/mnttab, which OSv keeps as a link to the mount table.
+# The directories every image has, as OSv's skeleton manifests provide them
+# (/dev, /proc and /tmp are also where the boot mounts devfs, procfs and, on
+# a read-only root, a ramfs), and /etc/mnttab, which OSv keeps as a link to
+# the mount table.
 SKELETON_DIRECTORIES = ("/dev", "/proc", "/tmp", "/etc")
 SKELETON_LINKS = (("/etc/mnttab", "/proc/mounts"),)
 
@@ -22,8 +28,19 @@ SKELETON_LINKS = (("/etc/mnttab", "/proc/mounts"),)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of ``osv build``."""
     parser.add_argument("-o", "--output", required=True, metavar="IMAGE")
-    parser.add_argument("--fs", choices=FILESYSTEMS, default="ramfs")
-    parser.add_argument("--format", choices=FORMATS, default="raw")
+    parser.add_argument(
+        "--fs",
+        choices=FILESYSTEMS,
+        default=DEFAULT_FILESYSTEM,
+        help="the root file system (default rofs, from osv-mod-rofs; ramfs is "
+        "built in)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=DEFAULT_FORMAT,
+        help="the image container (default qcow2)",
+    )
     parser.add_argument(
         "--from-host",
         action="append",
@@ -64,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     """Assemble the image."""
     import osv
     from osv import _plugins
+    from osv._cmd_mkfs import filesystem_class, make_filesystem
     from osv.image import (
         ImageDescriptor,
         ImageError,
@@ -71,21 +89,17 @@ def run(args: argparse.Namespace) -> int:
         manifest_from_paths,
         read_manifest,
         write_bootfs,
-        write_raw_image,
+        write_image,
     )
 
-    if args.format != "raw":
-        raise ImageError(
-            f"--format {args.format}: only raw images can be written so far "
-            "(use --format raw; qemu-img convert makes other formats from it)"
-        )
-    modules = _plugins.load_modules(args.module)
+    # A file system the core does not have comes from the module of the
+    # same name, which the image then lists so that a boot loads it.
+    wanted = list(args.module)
+    if args.fs != "ramfs":
+        wanted.append(args.fs)
+    modules = _plugins.load_modules(wanted)
     plugins = modules.plugin_manager
-    if args.fs not in ("ramfs",) and args.fs not in _plugins.filesystem_types(plugins):
-        raise _plugins.ModuleError(
-            f"file system {args.fs!r} is provided by a module that is not installed",
-            hint=f"pip install osv-mod-{args.fs}",
-        )
+    fs_class = filesystem_class(plugins, args.fs) if args.fs != "ramfs" else None
 
     defines = dict(d.split("=", 1) for d in args.defines if "=" in d)
     entries: list[ManifestEntry] = [
@@ -118,16 +132,35 @@ def run(args: argparse.Namespace) -> int:
         cmdline = shlex.quote(os.path.abspath(programs[0]))
     cmdline = f"--rootfs={args.fs} {cmdline}"
 
-    blob = io.BytesIO()
-    write_bootfs(entries, blob)
     descriptor = ImageDescriptor(
         kernel_version=osv.__version__,
         fs_type=args.fs,
         built_by=f"osv build (osv-core {osv.__version__})",
         modules={m.name: m.version for m in modules.loaded if not m.builtin},
     )
-    size = write_raw_image(
-        args.output, cmdline=cmdline, descriptor=descriptor, partition=blob.getvalue()
+    directory = os.path.dirname(os.path.abspath(args.output))
+    if fs_class is None:
+        blob = io.BytesIO()
+        write_bootfs(entries, blob)
+        partition = blob
+    else:
+        # Large trees are written to a scratch file beside the image, not
+        # kept in memory.
+        partition = make_filesystem(fs_class, entries, directory)
+    with partition:
+        size = write_image(
+            args.output,
+            cmdline=cmdline,
+            descriptor=descriptor,
+            partition=partition,
+            format=args.format,
+        )
+    logger.info(
+        "%s: %s image, %s root, %d entries, %d bytes",
+        args.output,
+        args.format,
+        args.fs,
+        len(entries),
+        size,
     )
-    logger.info("%s: %d files, %d bytes", args.output, len(entries), size)
     return 0

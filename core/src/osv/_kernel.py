@@ -136,6 +136,12 @@ class Kernel:
         self._tids = itertools.count(PID + 1)
         self._processes: list[Process] = []
         self.powering_off = False
+        # Filled by the boot: the disk and its partitions by OSv's names
+        # (vblk0, vblk0.1), the boot command line, the image's path.
+        self.block_devices: dict = {}
+        self.cmdline = ""
+        self.image_path = ""
+        self.loader_options = None
         self._idle_vcpus: list = []
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGUSR1, _ignore_signal)

@@ -67,6 +67,17 @@ class FailedModule:
 
 
 @dataclass(frozen=True)
+class RestRoute:
+    """One REST route a module adds (see the hook ``osv_rest_routes``)."""
+
+    module: str
+    method: str
+    path: str
+    handler: Callable[[dict[str, str]], Any]
+    operation: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class ModuleSet:
     """The plugin manager holding the built-ins and every module that loaded."""
 
@@ -366,6 +377,60 @@ def image_files(pm: pluggy.PluginManager, config: object) -> list[tuple[str, Pat
             files[guest] = Path(host)
             owners[guest] = module
     return list(files.items())
+
+
+REST_METHODS = ("GET", "POST", "PUT", "DELETE")
+
+
+def rest_routes(pm: pluggy.PluginManager, kernel: object) -> list[RestRoute]:
+    """Collect the REST routes all modules add, one per method and path."""
+    routes: dict[tuple[str, str], RestRoute] = {}
+    for module, returned in _contributions(pm, "osv_rest_routes", kernel=kernel):
+        for entry in _as_list(module, "osv_rest_routes", returned):
+            route = _rest_route(module, entry)
+            key = (route.method, _route_shape(route.path))
+            if key in routes:
+                raise ModuleError(
+                    f"REST route {route.method} {route.path} is claimed by both "
+                    f"module {routes[key].module!r} and module {module!r}"
+                )
+            routes[key] = route
+    return list(routes.values())
+
+
+def _rest_route(module: str, entry: object) -> RestRoute:
+    """Check one ``osv_rest_routes`` entry and turn it into a ``RestRoute``."""
+    shape_ok = isinstance(entry, tuple | list) and len(entry) in (3, 4)
+    if shape_ok:
+        method, path, handler, *rest = entry
+        operation = rest[0] if rest else {}
+        shape_ok = (
+            method in REST_METHODS
+            and isinstance(path, str)
+            and path.startswith("/")
+            and callable(handler)
+            and isinstance(operation, Mapping)
+        )
+    if not shape_ok:
+        raise ModuleError(
+            f"module {module!r} returned {entry!r} from osv_rest_routes; expected "
+            f"(method, path, handler[, operation]) with method one of "
+            f"{', '.join(REST_METHODS)} and a path starting with '/'"
+        )
+    # Only the last segment may be a parameter: it takes the rest of the URL.
+    segments = path.strip("/").split("/")
+    if any("{" in segment or "}" in segment for segment in segments[:-1]):
+        raise ModuleError(
+            f"module {module!r} returned route {method} {path} from osv_rest_routes; "
+            "only the last path segment may be a {parameter}"
+        )
+    return RestRoute(module, method, path, handler, dict(operation))
+
+
+def _route_shape(path: str) -> str:
+    """The path with its parameter name erased, so /a/{x} and /a/{y} collide."""
+    head, brace, _ = path.partition("{")
+    return head + "{}" if brace else path.rstrip("/") or "/"
 
 
 def run_boot(pm: pluggy.PluginManager, kernel: object) -> None:

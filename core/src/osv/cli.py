@@ -35,6 +35,15 @@ COMMANDS: dict[str, Command] = {
         "assemble a disk image from host programs, manifests and modules",
     ),
     "run": Command("osv._cmd_run", "boot an image in a KVM virtual machine"),
+    "image": Command(
+        "osv._cmd_image",
+        "show or change an image's command line, describe it, convert it",
+    ),
+    "mkfs": Command("osv._cmd_mkfs", "write a bare file system (rofs) from a tree"),
+    "manifest": Command(
+        "osv._cmd_manifest",
+        "print the manifest lines for host programs (with their libraries) and trees",
+    ),
     "modules": Command(
         "osv._cmd_modules",
         "list the installed modules, their versions and the hooks they implement",

@@ -56,6 +56,29 @@ def osv_loader_options():
     """
 
 
+@hookspec
+def osv_rest_routes(kernel):
+    """Add routes to the REST API served by the httpserver module.
+
+    Return a list of ``(method, path, handler)`` or ``(method, path, handler,
+    operation)`` tuples. ``method`` is an HTTP method (``"GET"``, ``"POST"``,
+    ``"PUT"``, ``"DELETE"``); ``path`` starts with ``/`` and may end with one
+    ``{name}`` parameter, which takes the rest of the URL, slashes included.
+    ``handler(params)`` gets the path, query and form parameters as a dict of
+    strings and returns what the response carries as JSON; it raises
+    ``ValueError`` for a bad request (400) and ``LookupError`` for something
+    that does not exist (404). ``operation`` is an OpenAPI 3 operation object
+    (summary, parameters, responses) for ``/openapi.json``. Two modules
+    claiming one method and path is an error naming both. The read-only
+    (monitoring) server keeps only the GET routes.
+
+    :param kernel: the booted kernel the handlers report on.
+
+    Implemented by httpserver for OSv's own route groups, and by modules that
+    expose their state over the REST API, such as a language runtime's.
+    """
+
+
 # ---------------------------------------------------------------------------
 # Lifecycle: what a module does while the VM runs
 # ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from osv.boot._cmdline import parse_command_line
 from osv.boot._errors import BootError, CommandLineError, LoaderOptionError
@@ -16,12 +17,46 @@ from osv.boot._options import (
     split_cmdline,
     usage_text,
 )
+from osv.boot._unpack import unpack_bootfs
+
+if TYPE_CHECKING:
+    from osv.image import DiskImage
 
 logger = logging.getLogger(__name__)
 
 # The file systems the core itself can serve as a root: anything else comes
 # from a module (osv-mod-<name>).
 CORE_ROOT_FILESYSTEMS = ("ramfs",)
+
+# How the root file system is found, as OSv's loader does it. The boot
+# starts on a ramfs (holding the image's bootfs, for ramfs images). Then
+# --rootfs=TYPE mounts that type from its device and makes it the root;
+# --rootfs=ramfs stays on the boot ramfs; no --rootfs, or a type OSv does
+# not know, tries the types below in order and stays on the boot ramfs if
+# none mounts. A type whose module the image does not load is skipped, as
+# OSv skips a file system whose library is not in the image.
+#
+# OSv mounts the new root at /<type> and then pivots it to /. Our VFS stacks
+# a mount on / directly, with the same result for the program: / is the new
+# file system and the boot ramfs lies hidden below it. --nopivot leaves it
+# at /<type>. After a pivot, devfs, procfs and (on a read-only rofs root) a
+# ramfs for /tmp are mounted on the new root, as OSv's fstab for rofs images
+# does.
+AUTO_DISCOVERY_ORDER = ("rofs", "virtiofs", "ext", "zfs")
+ROOT_DEVICES = {
+    "rofs": "/dev/vblk0.1",
+    "virtiofs": "/dev/virtiofs0",
+    "ext": "/dev/vblk0.1",
+    "zfs": "/dev/vblk0.1",
+}
+READ_ONLY_ROOTS = ("rofs", "virtiofs")
+# The bootchart stage recorded once each type is mounted, named as OSv names it.
+MOUNTED_STAGES = {
+    "rofs": "ROFS mounted",
+    "virtiofs": "Virtio-fs mounted",
+    "ext": "EXT mounted",
+    "zfs": "ZFS mounted",
+}
 
 
 @dataclass
@@ -51,26 +86,73 @@ class Console:
         self.stream = stream or sys.stdout
 
     def line(self, text: str) -> None:
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        # The kernel's lines are best effort: a closed, full or broken host
+        # stdout must not stop the program, which sees the error itself
+        # when it writes.
+        stream = self.stream
+        if stream is None:
+            return
+        try:
+            stream.write(text + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            logger.debug("console line not written: %s", text)
+
+
+def _import_kernel() -> None:
+    """Import the kernel's modules before the boot clock starts.
+
+    "Booted up in" measures the kernel's boot, as OSv's does; loading the
+    Python code is the interpreter's start-up, a cost of its own.
+    """
+    import osv._kernel  # noqa: F401
+    import osv.sched._procinfo  # noqa: F401
+    import osv.syscalls.files  # noqa: F401
+    import osv.syscalls.io  # noqa: F401
+    import osv.syscalls.memory  # noqa: F401
+    import osv.syscalls.process  # noqa: F401
+    import osv.syscalls.threads  # noqa: F401
+    import osv.vfs  # noqa: F401
 
 
 def boot(config: BootConfig, console: Console | None = None) -> BootResult:
     """Boot ``config.image`` and run its command line; return the exit status."""
-    import osv
-    from osv import _plugins
-    from osv._kernel import Kernel, KernelError, ProgramFault
-    from osv.image import DiskImage, read_bootfs
+    from osv.image import DiskImage
 
+    _import_kernel()
     console = console or Console()
     started = time.monotonic_ns()
 
-    with DiskImage.open(config.image) as image:
-        descriptor = image.descriptor
-        cmdline = config.cmdline if config.cmdline is not None else image.cmdline
-        partitions = {p.index: p for p in image.partitions()}
-        root = partitions.get(1)
-        root_data = image.read(root.start, root.size) if root and root.size else b""
+    # The image stays open while the VM runs: file systems on its partitions
+    # read from it as the program asks for files.
+    image = DiskImage.open(config.image)
+    try:
+        return _boot_image(config, console, started, image)
+    finally:
+        image.close()
+
+
+def _boot_image(
+    config: BootConfig, console: Console, started: int, image: DiskImage
+) -> BootResult:
+    import osv
+    from osv import _plugins
+    from osv._kernel import Kernel, KernelError
+    from osv.block import BlockError, disk_devices
+    from osv.image import read_bootfs
+
+    descriptor = image.descriptor
+    cmdline = config.cmdline if config.cmdline is not None else image.cmdline
+    try:
+        devices = disk_devices(image.device)
+    except BlockError as error:
+        raise BootError(f"{image.path}: {error}") from None
+    # A ramfs image keeps its whole tree in the root partition as a bootfs,
+    # unpacked into the boot ramfs; other images are read as they are used.
+    bootfs = b""
+    root = devices.get(f"{image.device.name}.1")
+    if descriptor.fs_type == "ramfs" and root is not None and root.size:
+        bootfs = image.read(root.start, root.size)
 
     for option in reversed(config.extra_options):
         cmdline = f"{option} {cmdline}"
@@ -107,13 +189,19 @@ def boot(config: BootConfig, console: Console | None = None) -> BootResult:
         version=osv.__version__,
     )
     kernel.boot_ns = started
+    # The disk and its partitions, by OSv's names (vblk0, vblk0.1); file
+    # systems that need a device find it here, and /dev shows each of them.
+    kernel.block_devices = devices
+    # What management services (a REST API module) report and change.
+    kernel.cmdline = cmdline
+    kernel.loader_options = options
+    kernel.image_path = image.path
     try:
         environment = {
             "OSV_VERSION": osv.__version__,
             "OSV_CPUS": str(config.vcpus),
         }
-        _mount_filesystems(kernel, fs_type, root_data, read_bootfs)
-        kernel.stamp("VFS initialized")
+        _mount_filesystems(kernel, options, console, bootfs, read_bootfs)
         for assignment in options.env:
             key, _, value = assignment.partition("=")
             environment[key] = value
@@ -132,7 +220,7 @@ def boot(config: BootConfig, console: Console | None = None) -> BootResult:
         else:
             console.line(f"Booted up in {kernel.bootchart[-1][1] / 1e6:.2f} ms")
 
-        stdio = _stdio(kernel, options, console)
+        redirect = _redirect(kernel, options, console)
         console.line(f"Cmdline: {app_cmdline}")
         try:
             commands = parse_command_line(app_cmdline, environment)
@@ -145,30 +233,46 @@ def boot(config: BootConfig, console: Console | None = None) -> BootResult:
 
         result = BootResult(status=0, boot_ns=kernel.bootchart[-1][1])
         envp = [f"{k}={v}" for k, v in environment.items()]
+        background: list[tuple[object, bool]] = []
+        foreground_ran = False
         for command in commands:
-            if command.terminator in ("&", "&!"):
-                raise BootError(
-                    "running several programs at once ('&', '&!') is not supported yet"
-                )
+            if kernel.powering_off:
+                break
             try:
-                process = kernel.spawn(command.argv, envp, cwd, stdio)
+                process = kernel.spawn(
+                    command.argv, envp, cwd, _stdio(kernel, redirect)
+                )
             except KernelError as exc:
                 console.line(f"{exc}. Powering off.")
                 raise BootError(str(exc)) from None
-            try:
-                run = kernel.run(process)
-            except ProgramFault as fault:
-                sys.stderr.write(fault.report + "\n")
-                sys.stderr.flush()
-                result.status = 128 + fault.signal
-                break
-            if options.verbose:
-                console.line(f"program {command.argv[0]} returned {run.status}")
-            result.status = run.status
-            result.syscalls += run.syscalls
-            result.faults += run.faults
-            result.first_instruction_ns = run.first_instruction_ns
+            # OSv's terminators: ";" (or the end) runs in the foreground; "&"
+            # in the background, waited for before shutdown; "&!" in the
+            # background, stopped once the foreground is done; "!" in the
+            # foreground, stopping every other program when it returns.
+            if command.terminator in ("&", "&!"):
+                kernel.start(process)
+                background.append((process, command.terminator == "&!"))
+                continue
+            foreground_ran = True
+            _account(result, command, _run(kernel, process), options, console)
+            if command.terminator == "!":
+                for other, _daemon in background:
+                    kernel.terminate(other)
+        for process, daemon in background:
+            if daemon:
+                continue
+            process.ended.wait()
+            outcome = process.fault or process.result
+            if foreground_ran:
+                _report_fault(outcome)
+            else:
+                _account(result, process, outcome, options, console)
+        for process, daemon in background:
+            if daemon:
+                kernel.terminate(process)
+                process.ended.wait()
         _plugins.run_shutdown(plugins, kernel)
+        _unmount_all(kernel)
         if options.verbose:
             console.line("Powering off.")
         return result
@@ -176,55 +280,233 @@ def boot(config: BootConfig, console: Console | None = None) -> BootResult:
         kernel.close()
 
 
-def _mount_filesystems(kernel, fs_type: str, root_data: bytes, read_bootfs) -> None:  # noqa: ANN001
-    """ramfs at /, filled from the bootfs in the root partition; devfs; procfs."""
-    vfs = kernel.vfs
-    kernel.mount("ramfs", "none", "/")
-    if fs_type == "ramfs" and root_data:
-        _unpack_bootfs(vfs, root_data, read_bootfs)
-    for path in ("/dev", "/proc", "/tmp"):
-        try:
-            vfs.mkdir(path, 0o755)
-        except Exception:  # noqa: BLE001 - already there (from the image)
-            pass
-    kernel.mount("devfs", "none", "/dev")
-    kernel.mount("procfs", "none", "/proc")
-
-
-def _unpack_bootfs(vfs, blob: bytes, read_bootfs) -> None:  # noqa: ANN001
+def _mount_filesystems(kernel, options, console, bootfs, read_bootfs):  # noqa: ANN001, ANN201
+    """The boot ramfs at / (with the bootfs), the root file system, devfs, procfs."""
     from osv.vfs import FsError
 
-    for record in read_bootfs(blob):
-        path = "/" + record.name.strip("/")
-        # Parents first, as OSv's unpacker does; existing ones are fine.
-        parts = path.strip("/").split("/")
-        for depth in range(1, len(parts)):
-            try:
-                vfs.mkdir("/" + "/".join(parts[:depth]), 0o755)
-            except FsError:
-                pass
-        if record.is_directory:
+    vfs = kernel.vfs
+    kernel.mount("ramfs", "none", "/")
+    if bootfs:
+        unpack_bootfs(vfs, memoryview(bootfs), read_bootfs(bootfs))
+    kernel.stamp("VFS initialized")
+
+    root_type = _mount_root(kernel, options, console)
+    on_boot_ramfs = root_type is None or options.flag("nopivot")
+    mounts = [("devfs", "/dev"), ("procfs", "/proc")]
+    if not on_boot_ramfs and root_type in READ_ONLY_ROOTS:
+        # A writable /tmp, as OSv's fstab for rofs images mounts it; but
+        # only over an empty /tmp: files an image was given below /tmp (host
+        # paths there are common) must stay visible.
+        if _is_empty_directory(vfs, "/tmp"):
+            mounts.append(("ramfs", "/tmp"))
+        else:
+            logger.info("/tmp holds files of the image; it stays read-only")
+    if on_boot_ramfs:
+        for path in ("/dev", "/proc", "/tmp"):
             try:
                 vfs.mkdir(path, 0o755)
             except FsError:
-                pass
-        elif record.is_symlink:
-            target = bytes(record.content(blob)).rstrip(b"\0").decode()
-            vfs.symlink(target, path)
-        else:
-            f = vfs.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o755)
-            f.write(record.content(blob))
-            f.close()
+                pass  # already there (from the image)
+    for fs_type, path in mounts:
+        try:
+            if fs_type == "devfs":
+                _mount_devfs(kernel, path)
+            else:
+                kernel.mount(fs_type, "none", path)
+        except FsError as error:
+            if fs_type == "devfs":
+                # The console the program writes to lives in /dev.
+                raise BootError(
+                    f"cannot mount devfs on {path} of the {root_type} root file "
+                    f"system: {error.message}"
+                ) from None
+            logger.warning("not mounting %s on %s: %s", fs_type, path, error.message)
+    _mount_requested(kernel, options, console)
 
 
-def _stdio(kernel, options, console: Console) -> list:  # noqa: ANN001
-    """Files for fds 0, 1 and 2: the console, or the --redirect file of the guest."""
+def _mount_requested(kernel, options, console) -> None:  # noqa: ANN001
+    """The --mount-fs=TYPE,SOURCE,DIR mounts, made once the root is in place.
+
+    As in OSv, a mount that fails is reported and the boot goes on; a missing
+    mount point is created where the file system allows it.
+    """
+    from osv._kernel import KernelError
+    from osv.vfs import FsError
+
+    for request in options.mount_fs:
+        try:
+            try:
+                kernel.vfs.resolve(request.mount_point)
+            except FsError:
+                kernel.vfs.mkdir(request.mount_point, 0o755)
+                console.line(f"created missing mount point {request.mount_point}")
+            kernel.mount(request.fs_type, request.source, request.mount_point)
+        except (FsError, KernelError) as error:
+            console.line(
+                f"Failed to mount {request.source} ({request.fs_type}) on "
+                f"{request.mount_point}: {_reason(error)}"
+            )
+
+
+def _unmount_all(kernel) -> None:  # noqa: ANN001
+    """Take every file system down, the last mounted first, as a shutdown does.
+
+    Each one's unmount hook runs (rofs logs its cache figures there); files
+    still open keep working, so this never waits on the program.
+    """
+    from osv.vfs import MNT_DETACH, FsError
+
+    # Detaching the mount on / takes every mount below it along, children
+    # first; a root stacked on the boot ramfs uncovers it for the next turn.
+    vfs = kernel.vfs
+    while vfs.mounts():
+        try:
+            vfs.umount("/", MNT_DETACH)
+        except FsError as error:
+            logger.debug("unmounting at shutdown: %s", error)
+            return
+
+
+def _is_empty_directory(vfs, path: str) -> bool:  # noqa: ANN001
+    from osv.vfs import FsError
+
+    try:
+        directory = vfs.resolve(path)
+        return directory.is_dir and not list(directory.readdir())
+    except FsError:
+        return False
+
+
+def _mount_root(kernel, options, console) -> str | None:  # noqa: ANN001
+    """Mount the root file system as --rootfs asks; return its type, or None
+    when the boot stays on the boot ramfs."""
+    from osv._kernel import KernelError
+    from osv.vfs import FsError
+
+    if options.nomount:
+        return None
+    requested = options.rootfs
+    if requested == "ramfs":
+        return None
+    if requested in ROOT_DEVICES:
+        try:
+            _mount_root_as(kernel, requested, options)
+        except (FsError, KernelError) as error:
+            if options.verbose:
+                console.line(f"Could not mount {requested} root filesystem.")
+            raise BootError(
+                f"cannot mount the {requested} root file system from "
+                f"{ROOT_DEVICES[requested]}: {_reason(error)}"
+            ) from None
+        return requested
+
+    for fs_type in AUTO_DISCOVERY_ORDER:
+        if fs_type not in kernel.filesystem_types:
+            continue
+        try:
+            _mount_root_as(kernel, fs_type, options)
+        except (FsError, KernelError) as error:
+            logger.debug("root file system is not %s: %s", fs_type, _reason(error))
+            continue
+        return fs_type
+    # OSv prints this among its debug messages, shown with --verbose only.
+    if options.verbose:
+        console.line("Failed to discover the rootfs filesystem. Staying on bootfs.")
+    return None
+
+
+def _mount_root_as(kernel, fs_type: str, options) -> None:  # noqa: ANN001
+    pivot = not options.flag("nopivot")
+    mountpoint = "/" if pivot else f"/{fs_type}"
+    if not pivot:
+        kernel.vfs.mkdir(mountpoint, 0o755)
+    mount_options = ""
+    if fs_type == "rofs" and options.flag("disable_rofs_cache"):
+        mount_options = "cache=off"
+    device = ROOT_DEVICES[fs_type]
+    try:
+        kernel.mount(
+            fs_type,
+            device,
+            mountpoint,
+            mount_options,
+            readonly=fs_type in READ_ONLY_ROOTS,
+        )
+    except BaseException:
+        if not pivot:
+            kernel.vfs.rmdir(mountpoint)
+        raise
+    kernel.stamp(MOUNTED_STAGES[fs_type])
+    logger.info("root file system: %s from %s on %s", fs_type, device, mountpoint)
+
+
+def _mount_devfs(kernel, path: str) -> None:  # noqa: ANN001
+    """devfs on *path*, with a node for each of the kernel's block devices."""
+    from osv.block import block_device_node
+
+    devfs = kernel.make_filesystem("devfs")
+    for minor, (name, device) in enumerate(kernel.block_devices.items()):
+        devfs.add_device(name, block_device_node(device, minor))
+    kernel.vfs.mount(devfs, "none", path)
+    kernel.log(f"VFS: mounting devfs at {path}")
+
+
+def _reason(error: Exception) -> str:
+    return getattr(error, "message", None) or str(error)
+
+
+def _redirect(kernel, options, console: Console):  # noqa: ANN001, ANN202
+    """The guest file that --redirect names, opened once (or None)."""
     redirect = options.redirect
-    console_files = kernel.console_files()
     if redirect is None:
-        return console_files
+        return None
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if redirect.append else os.O_TRUNC)
     target = kernel.vfs.open(redirect.path, flags, 0o644)
     verb = "Appending" if redirect.append else "Writing"
     console.line(f"{verb} stdout and stderr to {redirect.path}")
-    return [console_files[0], target, target.acquire()]
+    return target
+
+
+def _stdio(kernel, redirect) -> list:  # noqa: ANN001
+    """Files for a program's fds 0, 1 and 2: the console, or the redirect file."""
+    console_files = kernel.console_files()
+    if redirect is None:
+        return console_files
+    for unused in console_files[1:]:
+        unused.close()
+    return [console_files[0], redirect.acquire(), redirect.acquire()]
+
+
+def _run(kernel, process):  # noqa: ANN001, ANN202
+    """Run a foreground program; its RunResult, or its ProgramFault."""
+    from osv._kernel import ProgramFault
+
+    try:
+        return kernel.run(process)
+    except ProgramFault as fault:
+        return fault
+
+
+def _report_fault(outcome) -> None:  # noqa: ANN001
+    report = getattr(outcome, "report", None)
+    if report is not None:
+        sys.stderr.write(report + "\n")
+        sys.stderr.flush()
+
+
+def _account(result: BootResult, command, outcome, options, console) -> None:  # noqa: ANN001
+    """Fold one program's outcome (RunResult or fault) into the boot's result."""
+    if isinstance(outcome, BaseException) and getattr(outcome, "report", None) is None:
+        raise outcome
+    if getattr(outcome, "report", None) is not None:
+        _report_fault(outcome)
+        result.status = 128 + outcome.signal
+        return
+    if outcome is None:
+        return
+    if options.verbose:
+        console.line(f"program {command.argv[0]} returned {outcome.status}")
+    result.status = outcome.status
+    result.syscalls += outcome.syscalls
+    result.faults += outcome.faults
+    result.first_instruction_ns = outcome.first_instruction_ns

@@ -1,4 +1,5 @@
-"""Image assembly and inspection: manifests, bootfs blobs, disk images and their descriptor."""
+"""Image assembly and inspection: manifests, bootfs blobs, disk images (raw and
+qcow2) and their descriptor."""
 
 from ._bootfs import (
     BOOTFS_NAME_MAX,
@@ -9,6 +10,7 @@ from ._bootfs import (
     read_bootfs,
     write_bootfs,
 )
+from ._convert import CONVERT_FORMATS, convert_image
 from ._descriptor import (
     DESCRIPTOR_MAGIC,
     DESCRIPTOR_OFFSET,
@@ -18,10 +20,12 @@ from ._descriptor import (
 from ._disk import (
     CMDLINE_MAX_BYTES,
     CMDLINE_OFFSET,
+    IMAGE_FORMATS,
     ROOT_PARTITION_INDEX,
     ROOT_PARTITION_OFFSET,
     DiskImage,
     Partition,
+    write_image,
     write_raw_image,
 )
 from ._errors import BootfsError, ImageError, ManifestError, SizeError
@@ -35,9 +39,11 @@ __all__ = [
     "BOOTFS_TYPE_SYMLINK",
     "CMDLINE_MAX_BYTES",
     "CMDLINE_OFFSET",
+    "CONVERT_FORMATS",
     "DESCRIPTOR_MAGIC",
     "DESCRIPTOR_OFFSET",
     "DESCRIPTOR_VERSION",
+    "IMAGE_FORMATS",
     "ROOT_PARTITION_INDEX",
     "ROOT_PARTITION_OFFSET",
     "BootfsError",
@@ -50,10 +56,12 @@ __all__ = [
     "ManifestText",
     "Partition",
     "SizeError",
+    "convert_image",
     "manifest_from_paths",
     "parse_size",
     "read_bootfs",
     "read_manifest",
     "write_bootfs",
+    "write_image",
     "write_raw_image",
 ]

@@ -1,14 +1,26 @@
-"""Raw disk images laid out as OSv lays out ``usr.img``: MBR, boot command line,
-image descriptor and root partition."""
+"""Disk images laid out as OSv lays out ``usr.img`` (MBR, boot command line, image
+descriptor, root partition), stored raw or in a qcow2 container."""
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
-import struct
 import tempfile
 from typing import BinaryIO, NamedTuple, Self
+
+from osv.block import (
+    MBR_ENTRY,
+    MBR_ENTRY_SIZE,
+    MBR_PARTITION_TABLE,
+    MBR_SIGNATURE,
+    MBR_SIGNATURE_OFFSET,
+    BlockDevice,
+    BlockError,
+    Qcow2Disk,
+    RawDisk,
+    open_disk,
+    read_partition_table,
+)
 
 from ._descriptor import (
     DESCRIPTOR_HEADER,
@@ -35,24 +47,30 @@ CMDLINE_MAX_BYTES = DESCRIPTOR_OFFSET - CMDLINE_OFFSET - 1
 ROOT_PARTITION_OFFSET = 2 * 1024 * 1024
 ROOT_PARTITION_INDEX = 1
 
-# Master boot record: four 16-byte entries at 0x1BE, signature 55 AA at 510.
-MBR_PARTITION_TABLE = 0x1BE
-MBR_ENTRY_SIZE = 16
-MBR_SIGNATURE_OFFSET = 510
-MBR_SIGNATURE = b"\x55\xaa"
+# The master boot record's layout is the block layer's (osv.block reads the
+# partition table as OSv's kernel does); an image's root partition is a Linux
+# one.
 MBR_SYSTEM_ID_LINUX = 0x83
-# Entry fields: boot flag, start head, start cylinder/sector word, system id,
-# end head, end cylinder/sector word, start LBA, sector count.
-_MBR_ENTRY = struct.Struct("<BBHBBHII")
 
 # The CHS geometry OSv's imgedit assumes, and the largest address it encodes.
 _SECTORS_PER_TRACK = 63
 _HEADS = 255
 _CHS_LIMIT = (1023, 254, 63)
 
-QCOW2_MAGIC = b"QFI\xfb"
+# The same disk can be stored two ways. raw is the disk byte for byte (a
+# sparse file: the holes cost nothing on most host file systems, but copying
+# the file may fill them in). qcow2, QEMU's format and OSv's default, stores
+# only the clusters that hold data, wherever the file lives. Either way the
+# disk is written only where it is not zero.
+IMAGE_FORMATS = ("raw", "qcow2")
 
 _COPY_CHUNK = 1 << 20
+
+# Anything that can fill the root partition: its bytes, a file holding them
+# (by path, or open for binary reading), or None for an empty partition.
+PartitionSource = (
+    bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO | None
+)
 
 
 class Partition(NamedTuple):
@@ -63,24 +81,31 @@ class Partition(NamedTuple):
     size: int
 
 
-def write_raw_image(
+def write_image(
     path: str | os.PathLike[str],
     *,
     cmdline: str,
     descriptor: ImageDescriptor,
-    partition: bytes | bytearray | memoryview | str | os.PathLike[str] | None,
+    partition: PartitionSource,
     min_size: int | str | None = None,
     partition_size: int | None = None,
+    format: str = "raw",
 ) -> int:
-    """Write a raw image to *path* and return its size in bytes.
+    """Write an image to *path* and return its (virtual) size in bytes.
 
-    *partition* is the root file system's content (bytes, or the path of a
-    file holding it), or None for an empty root partition (ramfs-style
-    images).  The partition occupies MBR entry index 1 from 2 MiB; its size is
-    the content rounded up to whole sectors, or *partition_size* when larger
-    (room for a file system that grows).  The image is at least *min_size*.
-    The file is written next to *path* and renamed into place at the end.
+    *partition* is the root file system's content (bytes, a file holding it,
+    by path or open for binary reading), or None for an empty root partition
+    (ramfs-style images).  The partition occupies MBR entry index 1 from
+    2 MiB; its size is the content rounded up to whole sectors, or
+    *partition_size* when larger (room for a file system that grows).  The
+    image is at least *min_size*.  *format* is ``raw`` (a sparse file) or
+    ``qcow2`` (version 3, where only clusters holding data take space).  The
+    file is written next to *path* and renamed into place at the end.
     """
+    if format not in IMAGE_FORMATS:
+        raise ImageError(
+            f"unknown image format {format!r} (choose from {', '.join(IMAGE_FORMATS)})"
+        )
     encoded_cmdline = _encode_cmdline(cmdline)
     descriptor_bytes = descriptor.to_bytes()
 
@@ -98,41 +123,29 @@ def write_raw_image(
         wanted = parse_size(min_size) if isinstance(min_size, str) else min_size
         image_size = max(image_size, _round_up(wanted, SECTOR_SIZE))
 
-    mbr = bytearray(SECTOR_SIZE)
-    mbr[MBR_SIGNATURE_OFFSET:] = MBR_SIGNATURE
+    # Everything before the root partition: MBR, command line, descriptor.
+    boot_area = bytearray(ROOT_PARTITION_OFFSET)
+    boot_area[MBR_SIGNATURE_OFFSET:SECTOR_SIZE] = MBR_SIGNATURE
     entry_offset = MBR_PARTITION_TABLE + ROOT_PARTITION_INDEX * MBR_ENTRY_SIZE
-    mbr[entry_offset : entry_offset + MBR_ENTRY_SIZE] = _mbr_entry(
+    boot_area[entry_offset : entry_offset + MBR_ENTRY_SIZE] = _mbr_entry(
         ROOT_PARTITION_OFFSET, extent
     )
+    boot_area[CMDLINE_OFFSET : CMDLINE_OFFSET + len(encoded_cmdline) + 1] = (
+        encoded_cmdline + b"\0"
+    )
+    boot_area[DESCRIPTOR_OFFSET : DESCRIPTOR_OFFSET + len(descriptor_bytes)] = (
+        descriptor_bytes
+    )
 
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=".osv-image-", dir=directory)
-    except OSError as error:
-        raise ImageError(f"cannot create {target}: {error.strerror}") from None
-    try:
-        with os.fdopen(handle, "wb") as image:
-            image.write(mbr)
-            image.seek(CMDLINE_OFFSET)
-            image.write(encoded_cmdline + b"\0")
-            image.seek(DESCRIPTOR_OFFSET)
-            image.write(descriptor_bytes)
-            image.seek(ROOT_PARTITION_OFFSET)
-            _write_partition(partition, image, content_size)
-            # Whatever is left is a hole: sparse on the host, zeros to the guest.
-            image.truncate(image_size)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except OSError as error:
-        os.unlink(temporary)
-        raise ImageError(f"cannot write {target}: {error.strerror or error}") from None
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    def fill(target: _SparseTarget) -> None:
+        target.write(0, boot_area)
+        _write_partition(partition, target, content_size)
+
+    _write_atomically(path, format, image_size, fill)
     logger.info(
-        "wrote %s: %d bytes, root partition %d bytes at %d",
-        target,
+        "wrote %s (%s): %d bytes, root partition %d bytes at %d",
+        os.fspath(path),
+        format,
         image_size,
         extent,
         ROOT_PARTITION_OFFSET,
@@ -140,17 +153,43 @@ def write_raw_image(
     return image_size
 
 
-class DiskImage:
-    """An image file opened for inspection (and, when writable, for editing).
+def write_raw_image(
+    path: str | os.PathLike[str],
+    *,
+    cmdline: str,
+    descriptor: ImageDescriptor,
+    partition: PartitionSource,
+    min_size: int | str | None = None,
+    partition_size: int | None = None,
+) -> int:
+    """Write a raw image (see ``write_image``) and return its size in bytes."""
+    return write_image(
+        path,
+        cmdline=cmdline,
+        descriptor=descriptor,
+        partition=partition,
+        min_size=min_size,
+        partition_size=partition_size,
+        format="raw",
+    )
 
-    Only raw images are supported; ``open`` checks the MBR signature, the boot
-    command line, the descriptor and that every partition lies inside the file.
+
+class DiskImage:
+    """An image file, raw or qcow2, opened for inspection (and, when writable,
+    for editing).
+
+    ``open`` checks the MBR signature, the boot command line, the descriptor
+    and that every partition lies inside the disk. ``size`` is the size of
+    the disk the image holds (for qcow2, its virtual size), ``format`` is
+    ``raw`` or ``qcow2``, and ``device`` is the disk as a block device
+    (``vblk0``), which the kernel boots from.
     """
 
-    def __init__(self, path: str, file: BinaryIO, size: int, writable: bool) -> None:
+    def __init__(self, path: str, device: BlockDevice, writable: bool) -> None:
         self.path = path
-        self.size = size
-        self._file = file
+        self.device = device
+        self.size = device.size
+        self.format = device.format
         self._writable = writable
         self.descriptor: ImageDescriptor
 
@@ -159,26 +198,36 @@ class DiskImage:
         """Open and validate the image at *path*; ``ImageError`` if unusable."""
         name = os.fspath(path)
         try:
-            # Kept open for the object's life; close() or "with" releases it.
-            file = open(name, "r+b" if writable else "rb")
+            with open(name, "r+b" if writable else "rb"):
+                pass
         except OSError as error:
             raise ImageError(f"cannot open image {name}: {error.strerror}") from None
         try:
-            image = cls(name, file, os.fstat(file.fileno()).st_size, writable)
+            # Kept open for the object's life; close() or "with" releases it.
+            device = open_disk(name, writable=writable)
+        except BlockError as error:
+            raise ImageError(f"{name}: {_without_path(error, name)}") from None
+        try:
+            image = cls(name, device, writable)
             image._validate()
         except BaseException:
-            file.close()
+            device.close()
             raise
         return image
 
     def close(self) -> None:
-        self._file.close()
+        self.device.close()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @property
+    def file_size(self) -> int:
+        """Bytes the image file takes on the host (apparent size)."""
+        return os.stat(self.path).st_size
 
     def read(self, offset: int, size: int) -> bytes:
         """Return *size* bytes from *offset*; the range must lie inside the image."""
@@ -188,12 +237,11 @@ class DiskImage:
                 f"image ({self.size} bytes)"
             )
         try:
-            data = os.pread(self._file.fileno(), size, offset)
-        except OSError as error:
-            raise ImageError(f"{self.path}: read failed: {error.strerror}") from None
-        if len(data) != size:
-            raise ImageError(f"{self.path}: short read at {offset} (file truncated?)")
-        return data
+            return self.device.read(offset, size)
+        except BlockError as error:
+            raise ImageError(
+                f"{self.path}: {_without_path(error, self.path)}"
+            ) from None
 
     @property
     def cmdline(self) -> str:
@@ -223,33 +271,23 @@ class DiskImage:
             raise ImageError(f"{self.path}: opened read-only; open with writable=True")
         encoded = _encode_cmdline(text)
         try:
-            os.pwrite(self._file.fileno(), encoded + b"\0", CMDLINE_OFFSET)
-        except OSError as error:
-            raise ImageError(f"{self.path}: cannot write: {error.strerror}") from None
+            self.device.write(CMDLINE_OFFSET, encoded + b"\0")
+            self.device.flush()
+        except (BlockError, OSError) as error:
+            raise ImageError(f"{self.path}: cannot write: {error}") from None
         logger.debug("%s: boot command line set to %r", self.path, text)
 
     def partitions(self) -> list[Partition]:
         """MBR entries the kernel would use: non-zero system id and sector field."""
-        table = self.read(MBR_PARTITION_TABLE, 4 * MBR_ENTRY_SIZE)
-        found = []
-        for index in range(4):
-            fields = _MBR_ENTRY.unpack_from(table, index * MBR_ENTRY_SIZE)
-            _, _, start_cs, system_id, _, _, start_lba, sectors = fields
-            if system_id != 0 and (start_cs & 0x3F) != 0:
-                found.append(
-                    Partition(index, start_lba * SECTOR_SIZE, sectors * SECTOR_SIZE)
-                )
-        return found
+        try:
+            entries = read_partition_table(self.device)
+        except BlockError as error:
+            raise ImageError(
+                f"{self.path}: {_without_path(error, self.path)}"
+            ) from None
+        return [Partition(entry.index, entry.start, entry.size) for entry in entries]
 
     def _validate(self) -> None:
-        if (
-            self.size >= len(QCOW2_MAGIC)
-            and self.read(0, len(QCOW2_MAGIC)) == QCOW2_MAGIC
-        ):
-            raise ImageError(
-                f"{self.path}: qcow2 images are not supported yet; convert it with "
-                "'qemu-img convert -O raw IMAGE IMAGE.raw' and use the raw file"
-            )
         if self.size < ROOT_PARTITION_OFFSET:
             raise ImageError(
                 f"{self.path}: {self.size} bytes is too small for an image "
@@ -275,6 +313,13 @@ class DiskImage:
                     f"({partition.size} bytes at {partition.start}) runs past the "
                     f"end of the image ({self.size} bytes)"
                 )
+
+
+def _without_path(error: Exception, path: str) -> str:
+    """The message of a block-layer error, without a leading "<path>: "."""
+    message = str(error)
+    prefix = f"{path}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
 
 
 def _encode_cmdline(text: str) -> bytes:
@@ -316,7 +361,7 @@ def _mbr_entry(start: int, size: int) -> bytes:
         raise ImageError("partition ends beyond the 2 TiB an MBR can address")
     cylinder, head, sector = _mbr_chs(start_lba)
     end_cylinder, end_head, end_sector = _mbr_chs((start + size) // SECTOR_SIZE)
-    return _MBR_ENTRY.pack(
+    return MBR_ENTRY.pack(
         0,
         head,
         (cylinder << 6) | sector,
@@ -332,13 +377,17 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def _partition_content_size(
-    partition: bytes | bytearray | memoryview | str | os.PathLike[str] | None,
-) -> int:
+def _is_stream(partition: object) -> bool:
+    return hasattr(partition, "read") and hasattr(partition, "seek")
+
+
+def _partition_content_size(partition: PartitionSource) -> int:
     if partition is None:
         return 0
     if isinstance(partition, (bytes, bytearray, memoryview)):
         return memoryview(partition).nbytes
+    if _is_stream(partition):
+        return partition.seek(0, os.SEEK_END)
     try:
         return os.stat(partition).st_size
     except OSError as error:
@@ -348,17 +397,103 @@ def _partition_content_size(
 
 
 def _write_partition(
-    partition: bytes | bytearray | memoryview | str | os.PathLike[str] | None,
-    image: BinaryIO,
-    expected: int,
+    partition: PartitionSource, target: _SparseTarget, expected: int
 ) -> None:
     if partition is None:
         return
     if isinstance(partition, (bytes, bytearray, memoryview)):
-        image.write(partition)
+        target.write(ROOT_PARTITION_OFFSET, partition)
         return
-    with open(partition, "rb") as source:
-        shutil.copyfileobj(source, image, _COPY_CHUNK)
-        copied = source.tell()
+    if _is_stream(partition):
+        partition.seek(0)
+        copied = _copy_stream(partition, target)
+    else:
+        try:
+            with open(partition, "rb") as source:
+                copied = _copy_stream(source, target)
+        except OSError as error:
+            raise ImageError(
+                f"cannot read partition file {partition}: {error.strerror}"
+            ) from None
     if copied != expected:
         raise ImageError(f"partition file {partition} changed size while being copied")
+
+
+def _copy_stream(source: BinaryIO, target: _SparseTarget) -> int:
+    copied = 0
+    while chunk := source.read(_COPY_CHUNK):
+        target.write(ROOT_PARTITION_OFFSET + copied, chunk)
+        copied += len(chunk)
+    return copied
+
+
+class _SparseTarget:
+    """Where an image is written: only data that is not zero is stored.
+
+    A raw file gets holes where the data is zero; a qcow2 file leaves those
+    clusters unallocated. Either way unwritten bytes read back as zeros.
+    """
+
+    def __init__(self, device: BlockDevice, block_size: int) -> None:
+        self.device = device
+        self.block_size = block_size
+        self._zeros = bytes(block_size)
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Write the blocks of *data* that hold anything but zeros."""
+        view = memoryview(data).cast("B")
+        block_size, zeros = self.block_size, self._zeros
+        position, run = 0, None
+        while position < len(view):
+            # Pieces end on the target's block boundaries, so each is tested
+            # as one unit; runs of pieces that hold data are written at once.
+            length = min(
+                block_size - (offset + position) % block_size, len(view) - position
+            )
+            if view[position : position + length] == zeros[:length]:
+                if run is not None:
+                    self.device.write(offset + run, view[run:position])
+                    run = None
+            elif run is None:
+                run = position
+            position += length
+        if run is not None:
+            self.device.write(offset + run, view[run:])
+
+
+def _write_atomically(
+    path: str | os.PathLike[str],
+    format: str,
+    size: int,
+    fill,  # noqa: ANN001 - Callable[[_SparseTarget], None]
+) -> None:
+    """Create a *format* disk of *size* bytes next to *path*, let *fill* write
+    it, and rename it to *path*; on any failure no file is left behind."""
+    target = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(target))
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=".osv-image-", dir=directory)
+    except OSError as error:
+        raise ImageError(f"cannot create {target}: {error.strerror}") from None
+    os.close(handle)
+    device: BlockDevice | None = None
+    try:
+        if format == "qcow2":
+            device = Qcow2Disk.create(temporary, size)
+            fill(_SparseTarget(device, device.cluster_size))
+        else:
+            with open(temporary, "r+b") as file:
+                file.truncate(size)
+            device = RawDisk.open(temporary, writable=True)
+            fill(_SparseTarget(device, 4096))
+        device.close()
+        device = None
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    except BaseException as error:
+        if device is not None:
+            device.close()
+        os.unlink(temporary)
+        if isinstance(error, (OSError, BlockError)):
+            raise ImageError(f"cannot write {target}: {error}") from None
+        raise

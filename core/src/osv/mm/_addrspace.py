@@ -442,22 +442,31 @@ class AddressSpace:
     def write_kernel(self, address: int, data: bytes) -> None:
         """Copy into the program's memory ignoring its protection (loader use)."""
         done = 0
-        while done < len(data):
+        for view in self.kernel_views(address, len(data)):
+            view[:] = data[done : done + len(view)]
+            done += len(view)
+
+    def kernel_views(self, address: int, size: int) -> list[memoryview]:
+        """RAM views of a range ignoring its protection (filling a new mapping)."""
+        views = []
+        done = 0
+        while done < size:
             area = self.find(address + done)
             if area is None:
                 raise MemoryFault(f"bad address {address + done:#x}")
             if area.pa >= 0:
                 pa = area.pa + (address + done - area.start)
-                size = min(len(data) - done, area.end - address - done)
+                count = min(size - done, area.end - address - done)
             else:
                 vpn = (address + done) >> PAGE_SHIFT
                 if vpn not in area.pages:
                     area.pages[vpn] = self.phys.allocate(1)
                 in_page = (address + done) & (PAGE_SIZE - 1)
                 pa = area.pages[vpn] + in_page
-                size = min(len(data) - done, PAGE_SIZE - in_page)
-            self.ram[pa : pa + size] = data[done : done + size]
-            done += size
+                count = min(size - done, PAGE_SIZE - in_page)
+            views.append(self.ram[pa : pa + count])
+            done += count
+        return views
 
     def read_cstring(self, address: int, limit: int = 4096) -> bytes:
         """Read a NUL-terminated string (without the NUL); EFAULT past ``limit``."""

@@ -99,11 +99,15 @@ def sys_mmap(t, addr, length, prot, flags, fd, offset):  # noqa: ANN001
             raise SyscallError(errno.ENOMEM) from None
         raise
     if source is not None:
-        # A private file mapping is a copy of the file taken now; reading past
-        # the end of the file gives zeros, as in the last page on Linux.
-        data = source.pread(length, offset)
-        if data:
-            mm.write_kernel(start, data)
+        # A private file mapping is a copy of the file taken now, read
+        # straight into the area's frames; past the end of the file the
+        # fresh frames read as zeros, as the last page does on Linux.
+        done = 0
+        for view in mm.kernel_views(start, length):
+            count = source.preadinto(view, offset + done)
+            done += count
+            if count < len(view):
+                break
     return start
 
 
