@@ -230,3 +230,15 @@ def test_bang_stops_the_others_when_it_returns(image: Path) -> None:
     result = osv("run", str(image), "-e", cmdline)
     assert time.monotonic() - started < 30
     assert result.returncode == 1
+
+
+def test_one_program_with_data_files_is_the_default_command_line(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "notes.txt"
+    data.write_text("data beside the program\n")
+    path = tmp_path / "with-data.img"
+    built = osv("build", "--fs", "ramfs", "-o", str(path), "--from-host", BUSYBOX,
+                "--from-host", str(data), "--from-host", BUSYBOX)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    assert f"Cmdline: {BUSYBOX}\n" in osv("run", str(path)).stdout

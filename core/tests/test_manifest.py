@@ -376,3 +376,18 @@ def test_from_host_keeps_empty_directories(host):
 def test_from_host_missing_path_is_an_error(host):
     with pytest.raises(ManifestError, match=r"^<from-host>:2: cannot use"):
         manifest_from_paths([host / "bin", host / "absent"])
+
+
+def test_a_file_that_also_holds_paths_is_refused_naming_both(tmp_path) -> None:
+    from osv.image import check_tree
+
+    host = tmp_path / "f"
+    host.write_text("x")
+    manifest = tmp_path / "m.manifest"
+    manifest.write_text(f"/x: {host}\n/x/y: {host}\n")
+    entries = read_manifest(manifest)
+    with pytest.raises(
+        ManifestError,
+        match=r"m.manifest:2: /x/y lies inside /x, which .*m.manifest:1 makes a file",
+    ):
+        check_tree(entries)

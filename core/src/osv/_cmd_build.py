@@ -77,6 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _is_program(path: str) -> bool:
+    """An executable ELF file (what --cmdline defaults to)."""
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        return False
+    with open(path, "rb") as stream:
+        return stream.read(4) == b"\x7fELF"
+
+
 def run(args: argparse.Namespace) -> int:
     """Assemble the image."""
     import osv
@@ -86,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         ImageDescriptor,
         ImageError,
         ManifestEntry,
+        check_tree,
         manifest_from_paths,
         read_manifest,
         write_bootfs,
@@ -121,13 +130,19 @@ def run(args: argparse.Namespace) -> int:
                 guest=guest, kind="file", host=str(host), target=None, origin="module"
             )
         )
+    check_tree(entries)
 
     cmdline = args.cmdline
     if cmdline is None:
-        programs = [p for p in args.from_host if os.path.isfile(p)]
+        # The one executable program among the host files is the command
+        # line; data files brought beside it do not count.
+        programs = list(
+            dict.fromkeys(os.path.abspath(p) for p in args.from_host if _is_program(p))
+        )
         if len(programs) != 1:
             raise ImageError(
-                "no --cmdline given and not exactly one program among --from-host"
+                "no --cmdline given and not exactly one executable program among "
+                "--from-host (give the command line with --cmdline)"
             )
         cmdline = shlex.quote(os.path.abspath(programs[0]))
     cmdline = f"--rootfs={args.fs} {cmdline}"

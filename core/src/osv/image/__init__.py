@@ -29,7 +29,13 @@ from ._disk import (
     write_raw_image,
 )
 from ._errors import BootfsError, ImageError, ManifestError, SizeError
-from ._manifest import ManifestEntry, ManifestText, manifest_from_paths, read_manifest
+from ._manifest import (
+    ManifestEntry,
+    ManifestText,
+    check_tree,
+    manifest_from_paths,
+    read_manifest,
+)
 from ._size import parse_size
 
 __all__ = [
@@ -54,6 +60,7 @@ __all__ = [
     "ManifestEntry",
     "ManifestError",
     "ManifestText",
+    "check_tree",
     "Partition",
     "SizeError",
     "convert_image",

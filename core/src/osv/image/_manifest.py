@@ -143,6 +143,28 @@ def manifest_from_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Manifes
     return entries.items
 
 
+def check_tree(entries: Iterable[ManifestEntry]) -> None:
+    """Refuse a guest path that is a file (or link) and also holds other paths.
+
+    Such an image could be written, but could never be unpacked or mounted:
+    the error belongs at build time, naming both lines.
+    """
+    leaves: dict[str, ManifestEntry] = {}
+    for entry in entries:
+        if entry.kind != "dir":
+            leaves[entry.guest] = entry
+    for entry in entries:
+        parent = entry.guest.rsplit("/", 1)[0]
+        while parent:
+            leaf = leaves.get(parent)
+            if leaf is not None:
+                raise ManifestError(
+                    f"{entry.origin}: {entry.guest} lies inside {parent}, which "
+                    f"{leaf.origin} makes a {leaf.kind}"
+                )
+            parent = parent.rsplit("/", 1)[0]
+
+
 def _elf_dependencies(path: str, origin: str) -> list[str]:
     """Host paths of the interpreter and libraries a dynamic ELF file needs."""
     with open(path, "rb") as stream:
