@@ -19,7 +19,7 @@ from osv.mm import (
     MemoryFault,
     page_align_up,
 )
-from osv.syscalls._common import SyscallError, s32, s64
+from osv.syscalls._common import SyscallError, s32
 from osv.syscalls._numbers import NUMBERS
 
 logger = logging.getLogger(__name__)
@@ -216,8 +216,19 @@ def sys_mlock(t, *_):  # noqa: ANN001, ANN002
 
 
 def sys_mincore(t, addr, length, vec, *_):  # noqa: ANN001, ANN002
-    pages = page_align_up(length) // PAGE_SIZE
-    t.mm.write(vec, b"\1" * pages)
+    """A page counts as resident once it has a frame: every page of an area
+    mapped at creation, and the touched pages of a frames-on-demand area."""
+    if addr & (PAGE_SIZE - 1):
+        raise SyscallError(errno.EINVAL)
+    mm = t.mm
+    states = bytearray()
+    for page in range(addr, addr + page_align_up(length), PAGE_SIZE):
+        area = mm.find(page)
+        if area is None or area.hidden:
+            raise SyscallError(errno.ENOMEM)
+        resident = area.pa >= 0 or (page >> 12) in area.pages
+        states.append(1 if resident else 0)
+    t.mm.write(vec, bytes(states))
     return 0
 
 
@@ -235,5 +246,3 @@ SYSCALLS = {
     NUMBERS["munlockall"]: sys_mlock,
     NUMBERS["mincore"]: sys_mincore,
 }
-
-del s64
