@@ -101,6 +101,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", str(script), *session.posargs)
     session.run("python", str(ROOT / "bench" / "rofs.py"), *session.posargs)
     session.run("python", str(ROOT / "bench" / "dynamic.py"), *session.posargs)
+    session.run("python", str(ROOT / "bench" / "httpserver.py"), *session.posargs)
 
 
 def _install(session: nox.Session, packages: list[str], extras: str = "") -> None:

@@ -48,10 +48,21 @@ def osv(*args: str) -> list[str]:
 
 
 def build(image: Path, program: Path, cmdline: str) -> None:
+    """A ramfs image in a raw disk: the kernel's own boot, with no module."""
     subprocess.run(
         osv(
-            "build", "-o", str(image), "--from-host", str(program), "--cmdline", cmdline
-        ),
+            "build",
+            "--fs",
+            "ramfs",
+            "--format",
+            "raw",
+            "-o",
+            str(image),
+            "--from-host",
+            str(program),
+            "--cmdline",
+            cmdline,
+        ),  # fmt: skip
         check=True,
     )
 
