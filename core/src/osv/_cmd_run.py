@@ -72,4 +72,9 @@ def run(args: argparse.Namespace) -> int:
         vcpus=args.vcpus,
         extra_options=extra,
     )
-    return boot(config).status
+    # A reboot asked for by the program's management (REST POST
+    # /os/reboot) boots the same image again, as a VM reboot would.
+    while True:
+        result = boot(config)
+        if not result.reboot:
+            return result.status

@@ -136,6 +136,10 @@ class Kernel:
         self._tids = itertools.count(PID + 1)
         self._processes: list[Process] = []
         self.powering_off = False
+        self.reboot_requested = False
+        # The environment the boot gives programs (OSv's --env and OSV_*),
+        # for programs launched later (a management service, say).
+        self.environment: dict[str, str] = {}
         # Filled by the boot: the disk and its partitions by OSv's names
         # (vblk0, vblk0.1), the boot command line, the image's path.
         self.block_devices: dict = {}
@@ -380,6 +384,16 @@ class Kernel:
         """Stop a running process (a `&!` daemon when the foreground is done)."""
         with KERNEL_LOCK_HELD():
             self._end_process(process, ProcessExit(status, signal=15))
+
+    @property
+    def processes(self) -> list[Process]:
+        """The programs running now."""
+        return list(self._processes)
+
+    def reboot(self) -> None:
+        """End every program and ask for the image to be booted again."""
+        self.reboot_requested = True
+        self.stop(0)
 
     def stop(self, status: int = 0) -> None:
         """End every running program with ``status``: callable from any host

@@ -73,6 +73,7 @@ class BootConfig:
 @dataclass
 class BootResult:
     status: int
+    reboot: bool = False
     syscalls: int = 0
     faults: int = 0
     boot_ns: int = 0
@@ -208,6 +209,7 @@ def _boot_image(
             if options.verbose:
                 console.line(f"Setting in environment: {assignment}")
         cwd = options.cwd or "/"
+        kernel.environment = environment
         _plugins.run_boot(plugins, kernel)
         kernel.stamp("Total time")
         if options.bootchart:
@@ -271,6 +273,7 @@ def _boot_image(
             if daemon:
                 kernel.terminate(process)
                 process.ended.wait()
+        result.reboot = kernel.reboot_requested
         _plugins.run_shutdown(plugins, kernel)
         _unmount_all(kernel)
         if options.verbose:

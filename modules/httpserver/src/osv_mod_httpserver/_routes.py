@@ -229,15 +229,22 @@ class OsRoutes:
         return ""
 
     def reboot(self, params: dict[str, str]) -> str:
-        raise NotSupported(
-            "reboot is not supported: the kernel boots once per `osv run`"
-        )
+        """End the programs; `osv run` then boots the image again."""
+        self.kernel.reboot()
+        return ""
 
     # ---- /env -----------------------------------------------------------------
 
     def _environment(self) -> list[str]:
-        process = self.kernel.current
-        return list(process.envp) if process is not None else []
+        # OSv's environment is the kernel's, shared by the programs it runs.
+        # Here it is what the boot gave (--env, OSV_*) and what POST /env
+        # changed: programs launched afterwards (PUT /app) start with it. A
+        # running program keeps the copy it started with, in its own memory.
+        environment = getattr(self.kernel, "environment", None)
+        if environment is None:
+            process = self.kernel.current
+            return list(process.envp) if process is not None else []
+        return [f"{key}={value}" for key, value in environment.items()]
 
     def env_list(self, params: dict[str, str]) -> list[str]:
         return self._environment()
@@ -251,10 +258,20 @@ class OsRoutes:
         raise ValueError(f"No environment variable {name}")
 
     def env_change(self, params: dict[str, str]) -> str:
-        raise NotSupported(
-            "the application's environment lives in its own memory and cannot be "
-            "changed from outside"
-        )
+        name = params["var"].lstrip("/")
+        if not name or "=" in name:
+            raise ValueError(f"Bad environment variable name {name!r}")
+        value = _required(params, "val")
+        with locked():
+            self.kernel.environment[name] = value
+        return ""
+
+    def env_delete(self, params: dict[str, str]) -> str:
+        name = params["var"].lstrip("/")
+        with locked():
+            if self.kernel.environment.pop(name, None) is None:
+                raise LookupError(f"No environment variable {name}")
+        return ""
 
     # ---- /file ----------------------------------------------------------------
 
@@ -382,23 +399,47 @@ class OsRoutes:
     # ---- /app -----------------------------------------------------------------
 
     def app_run(self, params: dict[str, str]) -> str:
+        """Launch a command line beside the running program; its thread id."""
+        from osv._kernel import KernelError
+        from osv.boot import CommandLineError, parse_command_line
+
         command = _required(params, "command")
         if ";" in command:
             raise ValueError("The use of ; is not allowed, use & for multiple commands")
         _bool(params, "new_program")
-        raise NotSupported(
-            "the kernel runs one program at a time; launching another beside it "
-            "is not supported yet"
-        )
+        kernel = self.kernel
+        environment = dict(getattr(kernel, "environment", {}) or {})
+        try:
+            commands = parse_command_line(command, environment)
+        except CommandLineError as error:
+            raise ValueError(f"Failed to parse command line: {error}") from None
+        if not commands:
+            raise ValueError("The command line is empty")
+        envp = [f"{key}={value}" for key, value in environment.items()]
+        launched = []
+        with locked():
+            for each in commands:
+                try:
+                    launched.append(
+                        kernel.spawn(each.argv, envp, "/", kernel.console_files())
+                    )
+                except KernelError as error:
+                    raise ValueError(str(error)) from None
+        for process in launched:
+            kernel.start(process)
+        return str(launched[0].pid)
 
     def app_finished(self, params: dict[str, str]) -> str:
         try:
             tid = int(_required(params, "tid"))
         except ValueError as error:
             raise ValueError(f"Parameter 'tid' is not a number: {error}") from None
-        process = self.kernel.current
-        alive = process is not None and any(t.tid == tid for t in process.tasks)
-        return "0" if alive else "1"
+        running = any(
+            task.tid == tid and not process.ended.is_set()
+            for process in self.kernel.processes
+            for task in process.tasks
+        )
+        return "0" if running else "1"
 
     # ---- /api -----------------------------------------------------------------
 
@@ -411,7 +452,9 @@ class OsRoutes:
     # ---- /trace ---------------------------------------------------------------
 
     def trace(self, params: dict[str, str]) -> object:
-        raise NotSupported("tracing is not available: the kernel has no tracepoints")
+        # No tracepoint subsystem exists: the group is not found, as a route
+        # of a module that is not in the image would not be.
+        raise LookupError("tracing is not available: the kernel has no tracepoints")
 
 
 def _host_thread_counters(native_id: int | None) -> tuple[dict[str, int], str]:
@@ -524,11 +567,11 @@ def route_table(r: OsRoutes, flavour: str) -> list[tuple]:
         ("POST", "/os/cmdline", r.set_cmdline, operation("Store the next boot's command line", STRING, query=(("cmdline", True, STRING),))),
         ("POST", "/os/poweroff", r.shutdown, operation("Power off", EMPTY)),
         ("POST", "/os/shutdown", r.shutdown, operation("Shut down", EMPTY)),
-        ("POST", "/os/reboot", r.reboot, operation("Reboot (not supported)", EMPTY)),
+        ("POST", "/os/reboot", r.reboot, operation("Reboot: end the programs and boot the image again", EMPTY)),
         ("GET", "/env/", r.env_list, operation("The application's environment", env_list)),
         ("GET", "/env/{var}", r.env_get, operation("One environment variable", STRING, path="var")),
-        ("POST", "/env/{var}", r.env_change, operation("Set a variable (not supported)", EMPTY, path="var", query=(("val", True, STRING),))),
-        ("DELETE", "/env/{var}", r.env_change, operation("Unset a variable (not supported)", EMPTY, path="var")),
+        ("POST", "/env/{var}", r.env_change, operation("Set a variable for programs launched from now on", EMPTY, path="var", query=(("val", True, STRING),))),
+        ("DELETE", "/env/{var}", r.env_delete, operation("Unset a variable for programs launched from now on", EMPTY, path="var")),
         ("GET", "/file/{path}", r.file_get, operation("Read a guest file, its status or a directory listing", {}, path="path", query=(op_query, ("offset", False, INTEGER), ("length", False, INTEGER)))),
         ("DELETE", "/file/{path}", r.file_delete, operation("Delete a guest file or directory", EMPTY, path="path", query=(op_query, ("recursive", False, STRING)))),
         ("PUT", "/file/{path}", r.file_put, operation("Make directories, rename, copy or write a guest file", EMPTY, path="path", query=(op_query, ("destination", False, STRING), ("content", False, STRING), ("overwrite", False, STRING), ("permission", False, STRING), ("createParent", False, STRING)))),
@@ -542,7 +585,7 @@ def route_table(r: OsRoutes, flavour: str) -> list[tuple]:
         ("GET", "/network/ifconfig/", r.interfaces, operation("Network interfaces", {"type": "array"})),
         ("GET", "/network/ifconfig/{intf}", r.interface, operation("One network interface", {"type": "object"}, path="intf")),
         ("GET", "/network/route/", r.routes, operation("Routing table", {"type": "array"})),
-        ("PUT", "/app/", r.app_run, operation("Launch a command (not supported)", STRING, query=(("command", True, STRING), ("new_program", False, STRING)))),
+        ("PUT", "/app/", r.app_run, operation("Launch a command beside the running program; its thread id", STRING, query=(("command", True, STRING), ("new_program", False, STRING)))),
         ("GET", "/app/finished", r.app_finished, operation("Whether a thread has finished", {"type": "string", "enum": ["0", "1"]}, query=(("tid", True, INTEGER),))),
         ("POST", "/api/stop", r.stop, operation("Stop the REST server", EMPTY)),
         ("GET", "/trace/status", r.trace, operation("Tracepoints (not available)", {})),
