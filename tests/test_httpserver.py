@@ -361,3 +361,99 @@ def test_reboot_boots_the_image_again(guest):
     status, output = guest.stop()
     assert status == 0
     assert output.count("Booted up in") == 2
+
+
+def _certificates(directory: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate."""
+    files = {name: directory / name for name in (
+        "ca.key", "ca.pem", "server.key", "server.csr", "server.pem",
+        "client.key", "client.csr", "client.pem", "san.cnf")}  # fmt: skip
+    files["san.cnf"].write_text("subjectAltName = IP:127.0.0.1\n")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=test CA", "-keyout", str(files["ca.key"]),
+            "-out", str(files["ca.pem"]))  # fmt: skip
+    for name, extra in (
+        ("server", ["-extfile", str(files["san.cnf"])]),
+        ("client", []),
+    ):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                "-keyout", str(files[f"{name}.key"]), "-out", str(files[f"{name}.csr"]))  # fmt: skip
+        openssl("x509", "-req", "-in", str(files[f"{name}.csr"]), "-days", "2",
+                "-CA", str(files["ca.pem"]), "-CAkey", str(files["ca.key"]),
+                "-CAcreateserial", "-out", str(files[f"{name}.pem"]), *extra)  # fmt: skip
+    return files
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl tool")
+def test_tls_requires_a_client_certificate_and_cors_answers(tmp_path, guest_program):
+    import ssl
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    files = _certificates(pki)
+    image = tmp_path / "tls.img"
+    built = subprocess.run(
+        [*osv_command(), "build", "-o", str(image), "--fs", "ramfs",
+         "--module", "httpserver", "--from-host", str(guest_program),
+         "--from-host", str(pki), "--cmdline", str(guest_program)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    port = free_port()
+    subprocess.run(
+        [*osv_command(), "image", "setargs", str(image),
+         f"--httpserver-port={port}", "--httpserver-ssl",
+         f"--httpserver-cert={files['server.pem']}",
+         f"--httpserver-key={files['server.key']}",
+         f"--httpserver-cacert={files['ca.pem']}",
+         "--httpserver-access-allow=true", "--rootfs=ramfs", str(guest_program)],
+        check=True,
+    )  # fmt: skip
+    process = subprocess.Popen(
+        [*osv_command(), "run", str(image)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    trusted = ssl.create_default_context(cafile=str(files["ca.pem"]))
+    trusted.load_cert_chain(str(files["client.pem"]), str(files["client.key"]))
+
+    def tls_call(context, method: str, path: str, headers=None):  # noqa: ANN001, ANN202
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", port, context=context, timeout=10
+        )
+        try:
+            connection.request(method, path, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, headers, body = tls_call(
+                    trusted, "GET", "/os/name", {"Origin": "http://example.test"}
+                )
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        assert status == 200 and json.loads(body) == "OSv"
+        assert headers.get("Access-Control-Allow-Origin") == "*"
+        # Without a client certificate the handshake is refused.
+        anonymous = ssl.create_default_context(cafile=str(files["ca.pem"]))
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            tls_call(anonymous, "GET", "/os/name")
+        # Plain HTTP gets no answer from a TLS server.
+        with pytest.raises((http.client.HTTPException, OSError)):
+            call(port, "GET", "/os/name")
+        assert tls_call(trusted, "POST", "/os/shutdown")[0] == 200
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
