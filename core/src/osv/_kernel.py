@@ -66,8 +66,15 @@ def KERNEL_LOCK_HELD():  # noqa: N802 - reads as the state it establishes
         KERNEL_LOCK.release()
 
 
+# The host signal that interrupts a vCPU's KVM_RUN. A caught signal ends the
+# ioctl with EINTR; SIGURG is chosen because its default action is to be
+# ignored, so one that arrives while the interpreter shuts down (when Python
+# has put the default actions back) cannot kill `osv run`.
+KICK_SIGNAL = signal.SIGURG
+
+
 def _ignore_signal(signum, frame) -> None:  # noqa: ANN001
-    """SIGUSR1 only interrupts a vCPU's KVM_RUN (see Kernel._end_process)."""
+    """KICK_SIGNAL only interrupts a vCPU's KVM_RUN (see Kernel._end_process)."""
 
 
 # The guest thread a host thread serves: procfs's "self" is the caller's process.
@@ -148,7 +155,7 @@ class Kernel:
         self.loader_options = None
         self._idle_vcpus: list = []
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGUSR1, _ignore_signal)
+            signal.signal(KICK_SIGNAL, _ignore_signal)
         self.syscalls = self._syscall_table()
         self.faults = 0
 
@@ -553,7 +560,7 @@ class Kernel:
             thread = task.thread
             if thread is not None and thread.ident not in (None, current):
                 try:
-                    signal.pthread_kill(thread.ident, signal.SIGUSR1)
+                    signal.pthread_kill(thread.ident, KICK_SIGNAL)
                 except (ProcessLookupError, OSError):
                     pass
 
