@@ -154,6 +154,8 @@ class Kernel:
         self.image_path = ""
         self.loader_options = None
         self._idle_vcpus: list = []
+        # Host threads started for guest threads and background programs.
+        self._host_threads: list[threading.Thread] = []
         if threading.current_thread() is threading.main_thread():
             signal.signal(KICK_SIGNAL, _ignore_signal)
         self.syscalls = self._syscall_table()
@@ -384,6 +386,7 @@ class Kernel:
             target=main, name=f"process-{process.pid}", daemon=True
         )
         process.tasks[0].thread = thread
+        self._host_threads.append(thread)
         thread.start()
         return thread
 
@@ -505,6 +508,7 @@ class Kernel:
             target=self._thread_main, args=(task,), name=f"vcpu-{task.tid}", daemon=True
         )
         task.thread = thread
+        self._host_threads.append(thread)
         thread.start()
 
     def _thread_main(self, task: Task) -> None:
@@ -635,4 +639,17 @@ class Kernel:
         return "\n".join(lines)
 
     def close(self) -> None:
+        """Release the VM once every host thread that runs a vCPU has left.
+
+        A background program's threads may still be unwinding from their
+        last KVM_RUN when the boot is over; closing a vCPU under one of them
+        would pull its kvm_run page away while it is read.
+        """
+        current = threading.current_thread()
+        for thread in self._host_threads:
+            if thread is not current:
+                thread.join(timeout=5.0)
+        if any(t.is_alive() for t in self._host_threads if t is not current):
+            logger.warning("a vCPU thread did not stop; leaving the VM to process exit")
+            return
         self.machine.close()
