@@ -129,6 +129,14 @@ def test_a_missing_named_module_names_the_pip_command_that_fixes_it(install_modu
         "to fix it run: pip install osv-mod-nfs osv-mod-zfs"
     )
 
+    # An image records each module's package: one package can hold several.
+    with pytest.raises(osv.ModuleError) as excinfo:
+        osv.load_modules(
+            ["web", "web-monitoring"],
+            {"web": "osv-mod-web", "web-monitoring": "osv-mod-web"},
+        )
+    assert excinfo.value.hint == "pip install osv-mod-web"
+
 
 def test_a_named_module_that_fails_to_import_is_an_error(install_module):
     install_module("aaa", BROKEN)

@@ -152,6 +152,13 @@ def run(args: argparse.Namespace) -> int:
         fs_type=args.fs,
         built_by=f"osv build (osv-core {osv.__version__})",
         modules={m.name: m.version for m in modules.loaded if not m.builtin},
+        # The package of each module, so that a machine without one is told
+        # what to install (a package may hold several modules).
+        extra={
+            "distributions": {
+                m.name: m.distribution for m in modules.loaded if not m.builtin
+            }
+        },
     )
     directory = os.path.dirname(os.path.abspath(args.output))
     if fs_class is None:

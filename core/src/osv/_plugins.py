@@ -110,13 +110,18 @@ def module_distributions() -> list[tuple[str, str, str]]:
     return sorted(found)
 
 
-def load_modules(names: Iterable[str] | None = None) -> ModuleSet:
+def load_modules(
+    names: Iterable[str] | None = None,
+    distributions: Mapping[str, str] | None = None,
+) -> ModuleSet:
     """Load every installed module, or exactly the ones named.
 
     Without names, a module that fails to load is logged and reported in
     ``ModuleSet.failed`` while the others still load. With names (an image
     lists the modules it was assembled with), a named module that is missing
-    or fails to load raises ``ModuleError``.
+    or fails to load raises ``ModuleError``; its hint installs the package
+    ``distributions`` gives for the name (a package may provide several
+    modules), else ``osv-mod-<name>``.
     """
     if isinstance(names, str):
         raise TypeError("load_modules() takes a list of module names, not one name")
@@ -144,7 +149,10 @@ def load_modules(names: Iterable[str] | None = None) -> ModuleSet:
         missing = [name for name in wanted if name not in entry_points]
         if missing:
             listed = ", ".join(repr(name) for name in missing)
-            packages = " ".join(f"osv-mod-{name}" for name in missing)
+            known = distributions or {}
+            packages = " ".join(
+                dict.fromkeys(known.get(name, f"osv-mod-{name}") for name in missing)
+            )
             what = (
                 f"module {listed} is" if len(missing) == 1 else f"modules {listed} are"
             )

@@ -159,7 +159,11 @@ def _boot_image(
         cmdline = f"{option} {cmdline}"
 
     # Modules: exactly those the image was assembled with.
-    modules = _plugins.load_modules(list(descriptor.modules))
+    distributions = descriptor.extra.get("distributions")
+    modules = _plugins.load_modules(
+        list(descriptor.modules),
+        distributions if isinstance(distributions, dict) else None,
+    )
     plugins = modules.plugin_manager
     tokens, app_cmdline = split_cmdline(cmdline)
     known = [*BUILTIN_LOADER_OPTIONS, *_plugins.loader_options(plugins)]
