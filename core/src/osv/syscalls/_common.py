@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import struct
 
 from osv.syscalls._numbers import NAMES
 
@@ -34,6 +35,14 @@ def s32(value: int) -> int:
 def s64(value: int) -> int:
     """A register as a signed 64-bit int (offsets, results)."""
     return value - (1 << 64) if value & (1 << 63) else value
+
+
+def read_timespec(t, address: int) -> int:  # noqa: ANN001
+    """A struct timespec argument in nanoseconds; EINVAL when malformed."""
+    sec, nsec = struct.unpack("<qq", t.mm.read(address, 16))
+    if sec < 0 or not 0 <= nsec < 1_000_000_000:
+        raise SyscallError(errno.EINVAL)
+    return sec * 1_000_000_000 + nsec
 
 
 def path_arg(t, address: int) -> str:  # noqa: ANN001 - osv.sched.Task

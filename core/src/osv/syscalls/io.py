@@ -9,7 +9,7 @@ import time
 
 from osv.sched import ThreadExit
 from osv.sched._lock import blocking
-from osv.syscalls._common import SyscallError, path_arg, s32
+from osv.syscalls._common import SyscallError, path_arg, read_timespec, s32
 from osv.syscalls._numbers import NUMBERS
 from osv.vfs import EFD_SEMAPHORE, POLLNVAL, EpollFile, EventFile, FsError, make_pipe
 
@@ -115,10 +115,7 @@ def sys_poll(t, fds_ptr, nfds, timeout_ms, *_):  # noqa: ANN001, ANN002
 def _timespec_deadline(t, address: int) -> float | None:  # noqa: ANN001
     if not address:
         return None
-    sec, nsec = struct.unpack("<qq", t.mm.read(address, 16))
-    if sec < 0 or not 0 <= nsec < 1_000_000_000:
-        raise SyscallError(errno.EINVAL)
-    return time.monotonic() + sec + nsec / 1e9
+    return time.monotonic() + read_timespec(t, address) / 1e9
 
 
 def sys_ppoll(t, fds_ptr, nfds, timeout_ptr, sigmask, sigsetsize, *_):  # noqa: ANN001, ANN002

@@ -11,7 +11,7 @@ import time
 
 from osv.sched import RLIM_INFINITY, ProcessExit, ThreadExit
 from osv.sched._lock import blocking
-from osv.syscalls._common import SyscallError, s32, s64, unsupported
+from osv.syscalls._common import SyscallError, read_timespec, s32, s64, unsupported
 from osv.syscalls._numbers import NUMBERS
 
 logger = logging.getLogger(__name__)
@@ -318,15 +318,8 @@ def _sleep_until(t, deadline_ns: int, clock: int) -> None:  # noqa: ANN001
                 raise ThreadExit()
 
 
-def _timespec(t, address: int) -> int:  # noqa: ANN001
-    sec, nsec = struct.unpack("<qq", t.mm.read(address, 16))
-    if sec < 0 or not 0 <= nsec < 1_000_000_000:
-        raise SyscallError(errno.EINVAL)
-    return sec * 1_000_000_000 + nsec
-
-
 def sys_nanosleep(t, req, rem, *_):  # noqa: ANN001, ANN002
-    duration = _timespec(t, req)
+    duration = read_timespec(t, req)
     _sleep_until(t, time.monotonic_ns() + duration, time.CLOCK_MONOTONIC)
     return 0
 
@@ -339,7 +332,7 @@ def sys_clock_nanosleep(t, clock, flags, req, rem, *_):  # noqa: ANN001, ANN002
     host = _CLOCKS.get(clock)
     if host is None:
         return -errno.EINVAL
-    value = _timespec(t, req)
+    value = read_timespec(t, req)
     if s32(flags) & TIMER_ABSTIME:
         _sleep_until(t, value, host)
     else:

@@ -10,7 +10,7 @@ import time
 from osv.sched import FutexTable, ProcessExit, ThreadExit
 from osv.sched._futex import Waiter
 from osv.sched._lock import blocking
-from osv.syscalls._common import SyscallError, s32, unsupported
+from osv.syscalls._common import SyscallError, read_timespec, s32, unsupported
 from osv.syscalls._numbers import NUMBERS
 
 logger = logging.getLogger(__name__)
@@ -121,10 +121,7 @@ FUTEX_BITSET_MATCH_ANY = 0xFFFFFFFF
 def _deadline(t, timeout: int, absolute: bool, realtime: bool) -> float | None:  # noqa: ANN001
     if not timeout:
         return None
-    sec, nsec = struct.unpack("<qq", t.mm.read(timeout, 16))
-    if sec < 0 or not 0 <= nsec < 1_000_000_000:
-        raise SyscallError(errno.EINVAL)
-    value = sec + nsec / 1e9
+    value = read_timespec(t, timeout) / 1e9
     if not absolute:
         return time.monotonic() + value
     now = time.time() if realtime else time.monotonic()
