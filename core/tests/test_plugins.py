@@ -197,10 +197,21 @@ def test_module_distributions_lists_modules_without_importing_them(install_modul
 
 
 def test_the_package_exports_what_modules_need_and_nothing_by_accident():
+    # dir(), not vars(): the package imports its exports on first use.
     public = {
         name
-        for name, value in vars(osv).items()
-        if not name.startswith("_") and not isinstance(value, type(sys))
+        for name in dir(osv)
+        if not name.startswith("_") and not isinstance(getattr(osv, name), type(sys))
     }
     assert public == set(osv.__all__) - {"__version__"}
     assert {"hookimpl", "load_modules", "ModuleError", "plugin_manager"} <= public
+
+
+def test_the_package_exports_are_the_objects_of_the_modules_defining_them():
+    from osv import _plugins, hookspecs
+
+    for name in set(osv.__all__) - {"__version__", "hookimpl"}:
+        assert getattr(osv, name) is getattr(_plugins, name)
+    assert osv.hookimpl is hookspecs.hookimpl
+    with pytest.raises(AttributeError, match="no attribute 'not_exported'"):
+        osv.not_exported  # noqa: B018

@@ -7,15 +7,16 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
     # Imported where used: importlib.metadata costs tens of milliseconds at
-    # start-up, and most runs of `osv run` never scan distributions.
+    # start-up, and most runs of `osv run` never scan distributions; pathlib
+    # serves only image assembly.
     from importlib import metadata
+    from pathlib import Path
 
 import osv
 from osv import hookspecs
@@ -356,6 +357,8 @@ def loader_options(pm: pluggy.PluginManager) -> list[Any]:
 
 def image_files(pm: pluggy.PluginManager, config: object) -> list[tuple[str, Path]]:
     """Collect the (guest path, host path) pairs all modules add to an image."""
+    from pathlib import Path, PurePosixPath
+
     files: dict[str, Path] = {}
     owners: dict[str, str] = {}
     for module, pairs in _contributions(pm, "osv_image_files", config=config):

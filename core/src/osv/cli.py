@@ -7,20 +7,19 @@ runs, and provides ``add_arguments(parser)`` and ``run(args) -> int``.
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import osv
-from osv import _cext, _plugins
 
 logger = logging.getLogger(__name__)
 
 PROG = "osv"
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     """A subcommand: where it is implemented and its one-line help."""
 
     module: str
@@ -79,6 +78,7 @@ def build_parser(requested: str | None = None) -> argparse.ArgumentParser:
         prog=PROG,
         description="Build disk images of Linux programs and boot them in a KVM "
         "virtual machine served by a kernel written in Python.",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "--version",
@@ -95,15 +95,50 @@ def build_parser(requested: str | None = None) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, command in COMMANDS.items():
         subparser = subparsers.add_parser(
-            name, help=command.help, description=command.help
+            name,
+            help=command.help,
+            description=command.help,
+            formatter_class=_HelpFormatter,
         )
         if name == requested:
             importlib.import_module(command.module).add_arguments(subparser)
     return parser
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help layout, as wide as the terminal, found without shutil.
+
+    argparse makes a formatter even when only parsing (to check each option's
+    metavar), and its own one imports shutil, and with it the bz2 and lzma
+    modules, just to ask for the terminal's width: a cost on every start of
+    every command. The width is found as shutil finds it: $COLUMNS, else the
+    terminal on standard output, else 80 columns.
+    """
+
+    def __init__(self, prog: str, **kwargs: int) -> None:
+        kwargs.setdefault("width", _terminal_columns() - 2)
+        super().__init__(prog, **kwargs)
+
+
+def _terminal_columns() -> int:
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
 def version_report() -> str:
     """Describe the core's version and build, and every installed module."""
+    # Imported here: only --version needs to look at the build and at the
+    # installed distributions.
+    from osv import _cext, _plugins
+
     if _cext.is_compiled():
         build = "compiled"
     elif _cext.disabled() and _cext.compiled_modules():

@@ -1,11 +1,6 @@
-"""ELF programs: parsing with pyelftools, loading, and the initial stack."""
+"""ELF programs: their headers, their libraries, loading, and the initial stack."""
 
-from osv.elf._deps import (
-    ElfDependencies,
-    MissingLibraryError,
-    read_ld_so_cache,
-    resolve_dependencies,
-)
+from osv._lazy import lazy_exports as _lazy_exports
 from osv.elf._loader import (
     ElfError,
     ElfProgram,
@@ -28,3 +23,15 @@ __all__ = [
     "load_program",
     "parse_elf",
 ]
+
+# Finding a program's libraries serves only image assembly; booting imports
+# this package too, so those names are imported on first use (PEP 562).
+_EXPORTED_FROM = {
+    "ElfDependencies": "osv.elf._deps",
+    "MissingLibraryError": "osv.elf._deps",
+    "read_ld_so_cache": "osv.elf._deps",
+    "resolve_dependencies": "osv.elf._deps",
+}
+
+
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTED_FROM, __all__)

@@ -8,10 +8,6 @@ import os
 import struct
 from dataclasses import dataclass
 
-from elftools.common.exceptions import ELFError as _PyElfError
-from elftools.elf.dynamic import DynamicSection
-from elftools.elf.elffile import ELFFile
-
 from osv.elf._loader import ElfError
 
 logger = logging.getLogger(__name__)
@@ -68,6 +64,12 @@ def _read_elf(path: str) -> _ElfInfo | None:
 
     Cached: an image's programs and extension modules share most libraries.
     """
+    # Imported here, not at the top: pyelftools is heavy and only building an
+    # image reads dynamic sections; booting one needs just the headers.
+    from elftools.common.exceptions import ELFError as _PyElfError
+    from elftools.elf.dynamic import DynamicSection
+    from elftools.elf.elffile import ELFFile
+
     try:
         with open(path, "rb") as stream:
             if stream.read(4) != b"\x7fELF":

@@ -5,11 +5,9 @@ from __future__ import annotations
 import bisect
 import io
 import logging
+import struct
 from dataclasses import dataclass, field
-
-from elftools.common.exceptions import ELFError as _PyElfError
-from elftools.elf.constants import P_FLAGS
-from elftools.elf.elffile import ELFFile
+from typing import NamedTuple
 
 from osv.mm import (
     MAP_PRIVATE,
@@ -31,8 +29,46 @@ class ElfError(Exception):
     """The file is not an ELF program this kernel can load."""
 
 
-@dataclass
-class Segment:
+# The ELF header and program headers, read with struct rather than pyelftools.
+#
+# Starting a program needs only these two tables, whose layout the System V
+# ABI fixes for ELFCLASS64, little-endian files. Importing pyelftools's ELF
+# reader costs more than the rest of the boot (it brings the DWARF readers
+# and the debugger with it), so pyelftools is imported only where more of
+# the file is read: the symbol table for a fault report, the dynamic section
+# when an image is built. As Linux's execve does, a file whose e_phentsize is
+# not the 64-bit program header's size, or that says it has more program
+# headers than fit in 64 KiB, is refused rather than read some other way.
+ELF_MAGIC = b"\x7fELF"
+# Indexes into e_ident, and the values an x86-64 program has there.
+EI_CLASS = 4
+EI_DATA = 5
+ELFCLASS64 = 2
+ELFDATA2LSB = 1
+EM_X86_64 = 62
+ET_NAMES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
+PT_LOAD = 1
+PT_INTERP = 3
+PT_PHDR = 6
+PF_X = 1
+PF_W = 2
+PF_R = 4
+# Elf64_Ehdr: e_ident[16], e_type, e_machine, e_version, e_entry, e_phoff,
+# e_shoff, e_flags, e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum,
+# e_shstrndx.
+ELF64_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
+# Elf64_Phdr: p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz,
+# p_align.
+ELF64_PHDR = struct.Struct("<IIQQQQQQ")
+# The largest program header table Linux's execve accepts, in bytes.
+PHDR_TABLE_MAX = 65536
+
+
+# A named tuple rather than a dataclass: a program header is never changed,
+# and making a dataclass runs generated code at import, on every boot.
+class Segment(NamedTuple):
+    """One PT_LOAD program header: where its bytes are in the file and memory."""
+
     p_offset: int
     p_vaddr: int
     p_filesz: int
@@ -42,7 +78,7 @@ class Segment:
 
 @dataclass
 class ElfProgram:
-    """What the loader needs from an ELF file, read once with pyelftools."""
+    """What the loader needs from an ELF file: its ELF and program headers."""
 
     path: str
     data: bytes
@@ -64,6 +100,11 @@ class ElfProgram:
         far too long for every start-up, and only a fault report needs it.
         """
         if self._symbols is None:
+            # Imported here: pyelftools is heavy, and a run that does not fault
+            # never reads a symbol (see the comment above ELF64_EHDR).
+            from elftools.common.exceptions import ELFError as _PyElfError
+            from elftools.elf.elffile import ELFFile
+
             symbols = []
             try:
                 elf = ELFFile(io.BytesIO(self.data))
@@ -120,57 +161,88 @@ class LoadedProgram:
 
 def parse_elf(path: str, data: bytes) -> ElfProgram:
     """Read the headers of an x86-64 ELF executable."""
-    try:
-        elf = ELFFile(io.BytesIO(data))
-        header = elf.header
-        if header["e_machine"] != "EM_X86_64" or elf.elfclass != 64:
-            raise ElfError(f"{path}: not an x86-64 ELF file")
-        if header["e_type"] not in ("ET_EXEC", "ET_DYN"):
-            raise ElfError(f"{path}: not an executable ({header['e_type']})")
-        segments = []
-        interpreter = None
-        phdr_vaddr = None
-        for segment in elf.iter_segments():
-            kind = segment["p_type"]
-            if kind == "PT_LOAD":
-                segments.append(
-                    Segment(
-                        segment["p_offset"],
-                        segment["p_vaddr"],
-                        segment["p_filesz"],
-                        segment["p_memsz"],
-                        segment["p_flags"],
-                    )
-                )
-            elif kind == "PT_INTERP":
-                interpreter = segment.get_interp_name()
-            elif kind == "PT_PHDR":
-                phdr_vaddr = segment["p_vaddr"]
-        if not segments:
-            raise ElfError(f"{path}: no loadable segments")
-        return ElfProgram(
-            path=path,
-            data=data,
-            e_type=header["e_type"],
-            e_entry=header["e_entry"],
-            e_phoff=header["e_phoff"],
-            e_phnum=header["e_phnum"],
-            e_phentsize=header["e_phentsize"],
-            segments=segments,
-            interpreter=interpreter,
-            phdr_vaddr=phdr_vaddr,
+    if len(data) < ELF64_EHDR.size or not data.startswith(ELF_MAGIC):
+        raise ElfError(f"{path}: not a valid ELF file (no ELF header)")
+    (
+        e_ident,
+        e_type,
+        e_machine,
+        _e_version,
+        e_entry,
+        e_phoff,
+        _e_shoff,
+        _e_flags,
+        _e_ehsize,
+        e_phentsize,
+        e_phnum,
+        *_,
+    ) = ELF64_EHDR.unpack_from(data)
+    if (
+        e_ident[EI_CLASS] != ELFCLASS64
+        or e_ident[EI_DATA] != ELFDATA2LSB
+        or e_machine != EM_X86_64
+    ):
+        raise ElfError(f"{path}: not an x86-64 ELF file")
+    type_name = ET_NAMES.get(e_type, f"e_type {e_type:#x}")
+    if type_name not in ("ET_EXEC", "ET_DYN"):
+        raise ElfError(f"{path}: not an executable ({type_name})")
+    if e_phentsize != ELF64_PHDR.size or e_phnum * e_phentsize > PHDR_TABLE_MAX:
+        raise ElfError(
+            f"{path}: not a valid ELF file (program header table of {e_phnum} "
+            f"entries of {e_phentsize} bytes)"
         )
-    except (_PyElfError, ValueError, KeyError, IndexError) as exc:
+    if e_phoff + e_phnum * e_phentsize > len(data):
+        raise ElfError(
+            f"{path}: not a valid ELF file (program headers run past the end)"
+        )
+
+    segments = []
+    interpreter = None
+    phdr_vaddr = None
+    for index in range(e_phnum):
+        p_type, p_flags, p_offset, p_vaddr, _, p_filesz, p_memsz, _ = (
+            ELF64_PHDR.unpack_from(data, e_phoff + index * e_phentsize)
+        )
+        if p_type == PT_LOAD:
+            segments.append(Segment(p_offset, p_vaddr, p_filesz, p_memsz, p_flags))
+        elif p_type == PT_INTERP:
+            interpreter = _interpreter_name(path, data, p_offset, p_filesz)
+        elif p_type == PT_PHDR:
+            phdr_vaddr = p_vaddr
+    if not segments:
+        raise ElfError(f"{path}: no loadable segments")
+    return ElfProgram(
+        path=path,
+        data=data,
+        e_type=type_name,
+        e_entry=e_entry,
+        e_phoff=e_phoff,
+        e_phnum=e_phnum,
+        e_phentsize=e_phentsize,
+        segments=segments,
+        interpreter=interpreter,
+        phdr_vaddr=phdr_vaddr,
+    )
+
+
+def _interpreter_name(path: str, data: bytes, p_offset: int, p_filesz: int) -> str:
+    """The PT_INTERP path: NUL-terminated UTF-8 within the segment's file bytes."""
+    name, nul, _ = data[p_offset : p_offset + p_filesz].partition(b"\0")
+    if not nul:
+        raise ElfError(f"{path}: not a valid ELF file (PT_INTERP is not terminated)")
+    try:
+        return name.decode()
+    except UnicodeDecodeError as exc:
         raise ElfError(f"{path}: not a valid ELF file ({exc})") from None
 
 
 def _prot(p_flags: int) -> int:
     prot = 0
-    if p_flags & P_FLAGS.PF_R:
+    if p_flags & PF_R:
         prot |= PROT_READ
-    if p_flags & P_FLAGS.PF_W:
+    if p_flags & PF_W:
         prot |= PROT_WRITE
-    if p_flags & P_FLAGS.PF_X:
+    if p_flags & PF_X:
         prot |= PROT_EXEC
     return prot
 

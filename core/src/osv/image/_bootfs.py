@@ -7,7 +7,7 @@ import logging
 import os
 import struct
 from collections.abc import Iterable
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from ._errors import BootfsError
 from ._manifest import ManifestEntry
@@ -63,8 +63,10 @@ class BootfsRecord:
         return memoryview(blob)[self.offset : self.offset + self.size]
 
 
-@dataclasses.dataclass(frozen=True)
-class _Planned:
+# A named tuple rather than a frozen dataclass: making a dataclass runs
+# generated code at import (about half a millisecond each), and booting
+# imports this module only to read a blob.
+class _Planned(NamedTuple):
     name: bytes
     type: int
     size: int

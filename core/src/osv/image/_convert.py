@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import subprocess
-import tempfile
 
 from osv.block import BlockError
 
@@ -61,6 +58,12 @@ def convert_image(
 
 
 def _convert_with_qemu_img(image: DiskImage, target: str, to: str) -> None:
+    # Imported here: `osv run` imports this package, and only a conversion
+    # to vmdk or vdi runs another program.
+    import shutil
+    import subprocess
+    import tempfile
+
     program = shutil.which("qemu-img")
     if program is None:
         raise ImageError(

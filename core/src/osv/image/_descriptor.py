@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import logging
 import os
@@ -55,6 +54,9 @@ _KNOWN_KEYS = frozenset({"kernel_version", "fs_type", "built_by", "modules", "cr
 
 def _creation_time() -> str:
     """Now in UTC, or SOURCE_DATE_EPOCH when set, for reproducible images."""
+    # Imported here: only building an image dates it; booting one reads it.
+    import datetime
+
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch is not None and epoch.isdigit():
         moment = datetime.datetime.fromtimestamp(int(epoch), tz=datetime.UTC)

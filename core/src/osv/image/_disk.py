@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from typing import BinaryIO, NamedTuple, Self
 
 from osv.block import (
@@ -469,6 +468,9 @@ def _write_atomically(
 ) -> None:
     """Create a *format* disk of *size* bytes next to *path*, let *fill* write
     it, and rename it to *path*; on any failure no file is left behind."""
+    # Imported here: only writing an image needs it, and `osv run` reads one.
+    import tempfile
+
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
     try:

@@ -16,11 +16,12 @@ from osv.mm._addrspace import (
     STACK_TOP,
     USER_END,
     AddressSpace,
+    MappingDenied,
     MemoryFault,
     VmArea,
     page_align_up,
 )
-from osv.mm._pagetable import PTE_NX, PTE_RW, PTE_US, PageTable
+from osv.mm._pagetable import HUGE_SIZE, PTE_NX, PTE_RW, PTE_US, PageTable
 from osv.mm._physmem import PAGE_SIZE, OutOfMemoryError, PhysicalMemory
 
 __all__ = [
@@ -42,7 +43,9 @@ __all__ = [
     "PTE_US",
     "STACK_TOP",
     "USER_END",
+    "HUGE_SIZE",
     "AddressSpace",
+    "MappingDenied",
     "MemoryFault",
     "OutOfMemoryError",
     "PageTable",

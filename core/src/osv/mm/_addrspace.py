@@ -7,7 +7,7 @@ import errno
 import logging
 from dataclasses import dataclass, field
 
-from osv.mm._pagetable import PTE_NX, PTE_RW, PTE_US, PageTable
+from osv.mm._pagetable import HUGE_MASK, HUGE_SIZE, PTE_NX, PTE_RW, PTE_US, PageTable
 from osv.mm._physmem import PAGE_SHIFT, PAGE_SIZE, OutOfMemoryError, PhysicalMemory
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,12 @@ class MemoryFault(Exception):
     errno = errno.EFAULT
 
 
+class MappingDenied(Exception):
+    """A protection the mapping's source does not allow (a read-only shared file)."""
+
+    errno = errno.EACCES
+
+
 def page_align_up(value: int) -> int:
     return (value + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
 
@@ -67,7 +73,13 @@ def leaf_flags(prot: int) -> int:
 
 @dataclass(eq=False)
 class VmArea:
-    """A run of pages with one protection; ``pa`` is -1 for frames-on-demand."""
+    """A run of pages with one protection; ``pa`` is -1 for frames-on-demand.
+
+    A ``borrowed`` area maps frames it does not own: a file's pages in a
+    file system's cache, shared with every other mapping of them. Such an
+    area is never writable by the program; unmapping it leaves the frames to
+    their owner.
+    """
 
     start: int
     end: int
@@ -80,6 +92,7 @@ class VmArea:
     device: int = 0
     inode: int = 0
     hidden: bool = False
+    borrowed: bool = False
 
     @property
     def lazy(self) -> bool:
@@ -102,6 +115,7 @@ class VmArea:
             device=self.device,
             inode=self.inode,
             hidden=self.hidden,
+            borrowed=self.borrowed,
         )
         if self.pa < 0:
             cut = address >> PAGE_SHIFT
@@ -197,16 +211,31 @@ class AddressSpace:
             self._reindex()
         return [a for a in self._overlapping(start, end) if a.start >= start]
 
-    def free_range(self, length: int, top: int = MMAP_TOP) -> int:
-        """The highest free gap of ``length`` bytes below ``top``, top-down as Linux."""
+    def free_range(self, length: int, top: int = MMAP_TOP, phase: int = -1) -> int:
+        """The highest free gap of ``length`` bytes below ``top``, top-down as Linux.
+
+        With ``phase``, a range of 2 MiB or more starts ``phase`` bytes past a
+        2 MiB boundary (0 for anonymous memory, the file offset's phase for a
+        file), as Linux places mappings that transparent huge pages can back:
+        its frames can then be mapped with 2 MiB leaves (see PageTable).
+        """
+        align = phase >= 0 and length >= HUGE_SIZE
+        phase &= HUGE_MASK
+
+        def highest(end: int) -> int:
+            if not align:
+                return end - length
+            return ((end - length - phase) & ~HUGE_MASK) + phase
+
         end = top
         i = bisect.bisect_left(self._starts, top)
         for area in reversed(self.areas[:i]):
-            if area.end <= end - length:
-                return end - length
+            candidate = highest(end)
+            if area.end <= candidate:
+                return candidate
             end = min(end, area.start)
-        if end - length >= MMAP_MIN:
-            return end - length
+        if highest(end) >= MMAP_MIN:
+            return highest(end)
         raise MemoryFault("no free virtual range")
 
     # ---- creating and removing -------------------------------------------
@@ -241,11 +270,66 @@ class AddressSpace:
             hidden=hidden,
         )
         if not lazy:
-            area.pa = self.phys.allocate(length >> PAGE_SHIFT)
+            area.pa = self.phys.allocate(length >> PAGE_SHIFT, start & HUGE_MASK)
             if prot != PROT_NONE:
                 self.pt.map(start, area.pa, length >> PAGE_SHIFT, leaf_flags(prot))
         self._insert(area)
         return area
+
+    def map_borrowed(
+        self,
+        start: int,
+        runs: list[tuple[int, int]],
+        prot: int,
+        flags: int,
+        *,
+        name: str = "",
+        offset: int = 0,
+        device: int = 0,
+        inode: int = 0,
+    ) -> int:
+        """Map runs of (frame address, page count) that another owner keeps alive.
+
+        The runs are mapped one after another from ``start``, one area each,
+        never writable. Returns the number of bytes mapped.
+        """
+        if prot & PROT_WRITE:
+            raise MappingDenied("borrowed frames are never writable")
+        position = start
+        for pa, npages in runs:
+            size = npages << PAGE_SHIFT
+            area = VmArea(
+                position,
+                position + size,
+                prot,
+                flags,
+                pa,
+                name=name,
+                offset=offset + (position - start),
+                device=device,
+                inode=inode,
+                borrowed=True,
+            )
+            if prot != PROT_NONE:
+                self.pt.map(position, pa, npages, leaf_flags(prot))
+            self._insert(area)
+            position += size
+        self._last = None
+        return position - start
+
+    def _unshare(self, area: VmArea) -> None:
+        """Give a borrowed area frames of its own holding the same bytes."""
+        npages = area.npages
+        pa = self.phys.allocate(npages, area.start & HUGE_MASK)
+        old = area.pa
+        size = npages << PAGE_SHIFT
+        self.ram[pa : pa + size] = self.ram[old : old + size]
+        area.pa = pa
+        area.borrowed = False
+        if area.prot != PROT_NONE:
+            self.pt.map(area.start, pa, npages, leaf_flags(area.prot))
+            # The program may still hold translations to the shared frames.
+            self.phys.zap(old, npages)
 
     def reserve(self, start: int, length: int) -> None:
         """Keep [start, start + length) for the kernel: never mapped for the program."""
@@ -271,7 +355,10 @@ class AddressSpace:
         self._reindex()
 
     def _release_frames(self, area: VmArea) -> None:
-        if area.pa >= 0:
+        if area.borrowed:
+            # The owner keeps the frames; only the translations must go.
+            self.phys.zap(area.pa, area.npages)
+        elif area.pa >= 0:
             self.phys.free(area.pa, area.npages)
         else:
             for pa in area.pages.values():
@@ -290,10 +377,16 @@ class AddressSpace:
             position = area.end
         if position < end:
             raise MemoryFault("range not mapped")
+        for area in self._overlapping(start, end):
+            if area.borrowed and prot & PROT_WRITE and area.flags & MAP_SHARED:
+                raise MappingDenied("shared file mapping cannot be made writable")
         for area in self._isolate(start, end):
             old = area.prot
             if old == prot:
                 continue
+            if area.borrowed and prot & PROT_WRITE:
+                # A private mapping about to be written becomes a copy.
+                self._unshare(area)
             area.prot = prot
             downgrade = bool(old & ~prot) or (old and not prot)
             if area.pa >= 0:
@@ -455,6 +548,8 @@ class AddressSpace:
             if area is None:
                 raise MemoryFault(f"bad address {address + done:#x}")
             if area.pa >= 0:
+                if area.borrowed:
+                    self._unshare(area)
                 pa = area.pa + (address + done - area.start)
                 count = min(size - done, area.end - address - done)
             else:
@@ -504,7 +599,12 @@ class AddressSpace:
                 and previous.prot == area.prot
                 and previous.flags == area.flags
                 and previous.name == area.name
-                and not area.inode
+                and previous.device == area.device
+                and previous.inode == area.inode
+                and (
+                    not area.inode
+                    or previous.offset + (previous.end - previous.start) == area.offset
+                )
             ):
                 previous = VmArea(
                     previous.start,

@@ -14,6 +14,8 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
 KERNEL_POOL_END = 2 << 20
+# Frames in a 2 MiB page.
+HUGE_FRAMES = 512
 
 
 class OutOfMemoryError(Exception):
@@ -80,24 +82,52 @@ class PhysicalMemory:
                 return candidate[-1]
         return self.allocate(npages)
 
-    def allocate(self, npages: int) -> int:
-        """Return the guest-physical address of ``npages`` contiguous zeroed frames."""
+    def allocate(self, npages: int, phase: int = -1) -> int:
+        """Return the guest-physical address of ``npages`` contiguous zeroed frames.
+
+        With ``phase`` (a byte offset below 2 MiB) and at least 2 MiB asked
+        for, the run starts at ``phase`` past a 2 MiB boundary when some free
+        extent allows it, so that a virtual range with the same phase maps it
+        with 2 MiB leaves. Otherwise the first extent that fits is used.
+        """
         starts, lengths = self._starts, self._lengths
+        if phase >= 0 and npages >= HUGE_FRAMES:
+            want = (phase >> PAGE_SHIFT) & (HUGE_FRAMES - 1)
+            for i, length in enumerate(lengths):
+                first = starts[i]
+                skip = (want - first) & (HUGE_FRAMES - 1)
+                if length >= skip + npages:
+                    self._take(i, first + skip, npages)
+                    return (first + skip) << PAGE_SHIFT
         for i, length in enumerate(lengths):
             if length >= npages:
                 first = starts[i]
-                if length == npages:
-                    del starts[i]
-                    del lengths[i]
-                else:
-                    starts[i] = first + npages
-                    lengths[i] = length - npages
-                self.free_frames -= npages
+                self._take(i, first, npages)
                 return first << PAGE_SHIFT
         raise OutOfMemoryError(
             f"guest memory exhausted: no {npages} contiguous free pages "
             f"({self.free_frames} free of {self.total_frames}); run with a larger -m"
         )
+
+    def _take(self, i: int, first: int, npages: int) -> None:
+        """Cut frames [first, first + npages) out of free extent ``i``."""
+        starts, lengths = self._starts, self._lengths
+        start, length = starts[i], lengths[i]
+        head = first - start
+        tail = start + length - (first + npages)
+        if head and tail:
+            lengths[i] = head
+            starts.insert(i + 1, first + npages)
+            lengths.insert(i + 1, tail)
+        elif head:
+            lengths[i] = head
+        elif tail:
+            starts[i] = first + npages
+            lengths[i] = tail
+        else:
+            del starts[i]
+            del lengths[i]
+        self.free_frames -= npages
 
     def free(self, address: int, npages: int) -> None:
         """Return frames to the allocator and discard their contents."""

@@ -6,6 +6,7 @@ import errno
 import logging
 
 from osv.mm import (
+    HUGE_SIZE,
     MAP_ANONYMOUS,
     MAP_FIXED,
     MAP_FIXED_NOREPLACE,
@@ -16,7 +17,9 @@ from osv.mm import (
     PROT_READ,
     PROT_WRITE,
     USER_END,
+    MappingDenied,
     MemoryFault,
+    OutOfMemoryError,
     page_align_up,
 )
 from osv.syscalls._common import SyscallError, s32
@@ -34,6 +37,14 @@ MREMAP_FIXED = 2
 def _check_range(address: int, length: int) -> None:
     if address & (PAGE_SIZE - 1) or length == 0 or address + length > USER_END:
         raise SyscallError(errno.EINVAL)
+
+
+def _map_area(mm, start: int, length: int, prot: int, flags: int, **attrs) -> None:  # noqa: ANN001, ANN003
+    """map_area, with guest memory running out answered as ENOMEM."""
+    try:
+        mm.map_area(start, length, prot, flags, **attrs)
+    except OutOfMemoryError:
+        raise SyscallError(errno.ENOMEM) from None
 
 
 def sys_mmap(t, addr, length, prot, flags, fd, offset):  # noqa: ANN001
@@ -72,8 +83,11 @@ def sys_mmap(t, addr, length, prot, flags, fd, offset):  # noqa: ANN001
             if not mm._overlapping(addr, addr + length):
                 start = addr
         if not start:
+            # A file mapping keeps the file offset's place within 2 MiB, so
+            # that frames a file system caches in 2 MiB runs map whole.
+            phase = offset & (HUGE_SIZE - 1) if source is not None else 0
             try:
-                start = mm.free_range(length)
+                start = mm.free_range(length, phase=phase)
             except MemoryFault:
                 raise SyscallError(errno.ENOMEM) from None
 
@@ -83,21 +97,48 @@ def sys_mmap(t, addr, length, prot, flags, fd, offset):  # noqa: ANN001
         st = source.fstat()
         name = t.vfs.fd_target(source)
         device, inode = st.st_dev, st.st_ino
-    try:
-        mm.map_area(
-            start,
-            length,
-            prot,
-            flags,
-            name=name,
-            offset=offset,
-            device=device,
-            inode=inode,
-        )
-    except Exception as exc:  # noqa: BLE001 - out of guest memory
-        if type(exc).__name__ == "OutOfMemoryError":
-            raise SyscallError(errno.ENOMEM) from None
-        raise
+        # A mapping that can never write the file shares the pages of a
+        # file system that caches them in guest memory; nothing is copied.
+        if (flags & MAP_TYPE == MAP_SHARED or not prot & PROT_WRITE) and getattr(
+            source, "readable", False
+        ):
+            runs = source.vnode.mapped_frames(offset, length)
+            if runs:
+                mapped = mm.map_borrowed(
+                    start,
+                    runs,
+                    prot,
+                    flags,
+                    name=name,
+                    offset=offset,
+                    device=device,
+                    inode=inode,
+                )
+                if mapped < length:
+                    # Whole pages past the end of the file read as zeros.
+                    _map_area(
+                        mm,
+                        start + mapped,
+                        length - mapped,
+                        prot,
+                        flags,
+                        name=name,
+                        offset=offset + mapped,
+                        device=device,
+                        inode=inode,
+                    )
+                return start
+    _map_area(
+        mm,
+        start,
+        length,
+        prot,
+        flags,
+        name=name,
+        offset=offset,
+        device=device,
+        inode=inode,
+    )
     if source is not None:
         # A private file mapping is a copy of the file taken now, read
         # straight into the area's frames; past the end of the file the
@@ -129,6 +170,8 @@ def sys_mprotect(t, addr, length, prot, *_):  # noqa: ANN001, ANN002
         t.mm.protect(addr, length, prot)
     except MemoryFault:
         raise SyscallError(errno.ENOMEM) from None
+    except MappingDenied:
+        raise SyscallError(errno.EACCES) from None
     return 0
 
 

@@ -212,6 +212,20 @@ class Vnode:
         buf[:n] = data
         return n
 
+    def mapped_frames(self, offset: int, length: int) -> list[tuple[int, int]] | None:
+        """Guest frames that hold the file from ``offset``, for mmap; None to copy.
+
+        A file system that keeps file contents in guest memory (a page cache
+        in the kernel's frames) may answer runs of (guest-physical address,
+        page count) covering [offset, offset + length), stopping early at the
+        page that holds the end of the file. The frames must hold the file's
+        bytes followed by zeros, and stay allocated and unchanged until the
+        file system is unmounted: mappings that never write share them
+        instead of copying the file. ``offset`` is page-aligned. The default,
+        None, makes the kernel copy the file into the mapping's own frames.
+        """
+        return None
+
     def write(self, offset: int, data: bytes | memoryview) -> int:
         """Write ``data`` at ``offset``; returns the byte count."""
         raise self._no_data_op()

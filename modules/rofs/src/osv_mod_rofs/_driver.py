@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, BinaryIO
 
 from osv.block import BlockDevice, BlockError
+from osv.mm import OutOfMemoryError
 from osv.vfs import (
     MS_RDONLY,
     FileSystemType,
@@ -33,6 +34,7 @@ from ._format import (
 from ._mkfs import Entry, RofsSummary, write_rofs
 
 if TYPE_CHECKING:
+    from osv.mm import PhysicalMemory
     from osv.vfs import Vfs
 
 logger = logging.getLogger(__name__)
@@ -43,11 +45,23 @@ logger = logging.getLogger(__name__)
 # unmounted. Nothing is evicted: a ROFS holds an application's files, read
 # again and again, and never changes. Where one read misses several segments
 # in a row, they are read from the device at once, into one buffer they then
-# share. mmap of a ROFS file reads through the same cache (the kernel fills a
-# private file mapping by reading the file).
+# share.
+#
+# Mounted by a kernel, the cache lives in the guest's own memory, as OSv's
+# page cache does: each file's cached bytes sit in runs of frames of at most
+# 2 MiB ("chunks"), chunk k holding the file's bytes from k * 2 MiB on. Reads
+# copy out of the chunks, and mmap maps the chunks themselves into the
+# program (Vnode.mapped_frames): nothing is copied, and a 2 MiB-aligned chunk
+# is mapped by one 2 MiB page-table leaf. Where guest memory runs out, the
+# rest of the file is cached in host memory and mapped by copying.
 SEGMENT_BLOCKS = 64
 SEGMENT_SIZE = SEGMENT_BLOCKS * ROFS_BLOCK_SIZE
 _SEGMENT_SHIFT = SEGMENT_SIZE.bit_length() - 1
+CHUNK_SHIFT = 21
+CHUNK_SIZE = 1 << CHUNK_SHIFT
+_PAGE_SIZE = 4096
+# A chunk whose frames could not be had: its segments live in host memory.
+_NO_FRAMES = -1
 
 # Every object reports these permission bits, whatever its type: ROFS stores
 # none, and OSv reports r-x for everyone.
@@ -70,13 +84,19 @@ class RoFs(FileSystemType):
     name = "rofs"
     nodev = False
 
-    def __init__(self, devices: Mapping[str, BlockDevice] | None = None) -> None:
+    def __init__(
+        self,
+        devices: Mapping[str, BlockDevice] | None = None,
+        frames: PhysicalMemory | None = None,
+    ) -> None:
         self.devices = dict(devices or {})
+        self.frames = frames
 
     @classmethod
     def for_kernel(cls, kernel: object) -> RoFs:
-        """The type as a kernel mounts it: over the kernel's block devices."""
-        return cls(getattr(kernel, "block_devices", {}))
+        """The type as a kernel mounts it: over the kernel's block devices,
+        caching in the kernel's guest memory."""
+        return cls(getattr(kernel, "block_devices", {}), getattr(kernel, "phys", None))
 
     @classmethod
     def mkfs(cls, entries: Iterable[Entry], output: BinaryIO) -> RofsSummary:
@@ -95,7 +115,9 @@ class RoFs(FileSystemType):
         if block is None:
             raise FsError(errno.ENXIO, f"rofs: no block device {device!r}")
         metadata = read_metadata(block)
-        mount = RofsMount(self.name, device, options, metadata, block, cached)
+        mount = RofsMount(
+            self.name, device, options, metadata, block, cached, self.frames
+        )
         mount.root = mount.vnode(ROOT_INODE)
         logger.info(
             "rofs: mounted %s (%d inodes, cache %s)",
@@ -124,11 +146,14 @@ class RofsMount(Mount):
         metadata: RofsMetadata,
         block: BlockDevice,
         cached: bool,
+        frames: PhysicalMemory | None = None,
     ) -> None:
         super().__init__(fstype, device, options, MS_RDONLY)
         self.metadata = metadata
         self.block = block
         self.cached = cached
+        self.frames = frames
+        self._chunks: dict[int, list[int | None]] = {}
         self.stats = {
             "read_ns": 0,
             "blocks_read": 0,
@@ -185,6 +210,15 @@ class RofsMount(Mount):
         )
         self._segments.clear()
         self._vnodes.clear()
+        if self.frames is not None:
+            for inode_no, chunks in self._chunks.items():
+                count = self.metadata.inode(inode_no).count
+                for index, pa in enumerate(chunks):
+                    if pa is not None and pa != _NO_FRAMES:
+                        self.frames.free(
+                            pa, self._chunk_size(count, index) // _PAGE_SIZE
+                        )
+        self._chunks.clear()
 
     # -- file data --------------------------------------------------------------
 
@@ -263,15 +297,91 @@ class RofsMount(Mount):
             stop += 1
         start = first << _SEGMENT_SHIFT
         length = min(stop << _SEGMENT_SHIFT, inode.count) - start
-        # One device read fills one buffer; its segments are places in it,
-        # so nothing is copied, and the buffer lives as long as they do.
-        view = memoryview(bytearray(length))
-        self._read_device(inode.data_offset * ROFS_BLOCK_SIZE + start, view)
-        view = view.toreadonly()
-        for index in range(first, stop):
-            segments[index] = (view, (index - first) << _SEGMENT_SHIFT)
+        if self.frames is None:
+            self._load_run(inode, segments, start, memoryview(bytearray(length)))
+        else:
+            # The run is read chunk by chunk, straight into guest frames.
+            position, end = start, start + length
+            while position < end:
+                index = position >> CHUNK_SHIFT
+                piece_end = min(end, (index + 1) << CHUNK_SHIFT)
+                pa = self._chunk(inode, index)
+                if pa == _NO_FRAMES:
+                    view = memoryview(bytearray(piece_end - position))
+                else:
+                    at = pa + position - (index << CHUNK_SHIFT)
+                    view = self.frames.ram[at : at + piece_end - position]
+                self._load_run(inode, segments, position, view)
+                position = piece_end
         self.stats["misses"] += stop - first
         self.stats["blocks_cached"] += -(-length // ROFS_BLOCK_SIZE)
+
+    def _load_run(
+        self,
+        inode: Inode,
+        segments: list[tuple[memoryview, int] | None],
+        start: int,
+        view: memoryview,
+    ) -> None:
+        """Fill ``view`` with the file's bytes from ``start`` (a segment boundary).
+
+        One device read fills one buffer; its segments are places in it, so
+        nothing is copied, and the buffer lives as long as they do.
+        """
+        self._read_device(inode.data_offset * ROFS_BLOCK_SIZE + start, view)
+        view = view.toreadonly()
+        first = start >> _SEGMENT_SHIFT
+        for index in range(first, first + -(-len(view) // SEGMENT_SIZE)):
+            segments[index] = (view, (index - first) << _SEGMENT_SHIFT)
+
+    @staticmethod
+    def _chunk_size(count: int, index: int) -> int:
+        """Bytes of frames chunk ``index`` of a ``count``-byte file takes."""
+        rest = count - (index << CHUNK_SHIFT)
+        return min(CHUNK_SIZE, -(-rest // _PAGE_SIZE) * _PAGE_SIZE)
+
+    def _chunk(self, inode: Inode, index: int) -> int:
+        """The frames of chunk ``index`` of the file (_NO_FRAMES without them)."""
+        chunks = self._chunks.get(inode.inode_no)
+        if chunks is None:
+            chunks = [None] * -(-inode.count // CHUNK_SIZE)
+            self._chunks[inode.inode_no] = chunks
+        pa = chunks[index]
+        if pa is None:
+            npages = self._chunk_size(inode.count, index) // _PAGE_SIZE
+            try:
+                pa = self.frames.allocate(npages, 0)
+            except OutOfMemoryError as error:
+                logger.warning(
+                    "rofs %s: cache kept in host memory: %s", self.device, error
+                )
+                pa = _NO_FRAMES
+            chunks[index] = pa
+        return pa
+
+    def mapped_frames(
+        self, inode: Inode, offset: int, length: int
+    ) -> list[tuple[int, int]] | None:
+        """Runs of cache frames holding the file from ``offset`` (see Vnode)."""
+        if self.frames is None or not self.cached:
+            return None
+        end = min(offset + length, -(-inode.count // _PAGE_SIZE) * _PAGE_SIZE)
+        if offset >= end:
+            return None
+        self._cached_pieces(inode, offset, min(end, inode.count))
+        chunks = self._chunks.get(inode.inode_no)
+        runs = []
+        position = offset
+        while position < end:
+            index = position >> CHUNK_SHIFT
+            pa = chunks[index] if chunks is not None else None
+            if pa is None or pa == _NO_FRAMES:
+                return None
+            stop = min(end, (index + 1) << CHUNK_SHIFT)
+            at = pa + position - (index << CHUNK_SHIFT)
+            runs.append((at, (stop - position) // _PAGE_SIZE))
+            position = stop
+        return runs
 
     def _read_device(self, offset: int, buffer: memoryview) -> None:
         started = time.monotonic_ns()
@@ -363,6 +473,9 @@ class RofsFile(RofsVnode):
 
     def readinto(self, offset: int, buf: memoryview) -> int:
         return self.mount.read_file(self.inode, offset, buf)
+
+    def mapped_frames(self, offset: int, length: int) -> list[tuple[int, int]] | None:
+        return self.mount.mapped_frames(self.inode, offset, length)
 
     def write(self, offset: int, data: bytes | memoryview) -> int:
         raise FsError(errno.EROFS, "read-only file system")
