@@ -44,6 +44,10 @@ def wall(argv: list[str], runs: int) -> list[float]:
 
 
 def osv(*args: str) -> list[str]:
+    """The `osv` command as users run it: the installed script, else `python -m`."""
+    script = Path(sys.executable).parent / "osv"
+    if script.exists():
+        return [str(script), *args]
     return [sys.executable, "-m", "osv", *args]
 
 

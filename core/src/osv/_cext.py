@@ -10,14 +10,15 @@ import importlib.util
 import logging
 import os
 import sys
-from pathlib import Path
 from types import ModuleType
 
 logger = logging.getLogger(__name__)
 
 DISABLE_VARIABLE = "OSV_DISABLE_CEXT"
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+# os.path, not pathlib: every start imports this module, and pathlib brings
+# urllib.parse and ipaddress with it.
+_PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__))
 
 
 def disabled() -> bool:
@@ -43,13 +44,13 @@ def load(dotted_name: str) -> ModuleType:
 def compiled_modules() -> list[str]:
     """List the dotted names of the osv modules installed in compiled form."""
     names = []
-    for path in _PACKAGE_DIR.rglob("*"):
-        suffix = _extension_suffix(path.name)
-        if suffix is None or not path.is_file():
-            continue
-        relative = path.relative_to(_PACKAGE_DIR.parent)
-        parts = [*relative.parent.parts, path.name[: -len(suffix)]]
-        names.append(".".join(parts))
+    root = os.path.dirname(_PACKAGE_DIR)
+    for directory, _, files in os.walk(_PACKAGE_DIR):
+        package = os.path.relpath(directory, root).split(os.sep)
+        for name in files:
+            suffix = _extension_suffix(name)
+            if suffix is not None:
+                names.append(".".join([*package, name[: -len(suffix)]]))
     return sorted(names)
 
 
@@ -77,9 +78,9 @@ def _load_source(dotted_name: str) -> ModuleType:
     parent = importlib.import_module(parent_name)
     source = next(
         (
-            Path(directory) / f"{leaf}.py"
+            os.path.join(directory, f"{leaf}.py")
             for directory in getattr(parent, "__path__", ())
-            if (Path(directory) / f"{leaf}.py").is_file()
+            if os.path.isfile(os.path.join(directory, f"{leaf}.py"))
         ),
         None,
     )

@@ -325,7 +325,8 @@ def load_program(
             offset=start - span_start,
             lazy=False,
         )
-    data = program.data
+    # A memoryview, so that cutting out a segment does not copy it.
+    data = memoryview(program.data)
     for segment in program.segments:
         if segment.p_filesz:
             if segment.p_offset + segment.p_filesz > len(data):

@@ -527,13 +527,15 @@ class AddressSpace:
 
     def write(self, address: int, data: bytes | memoryview) -> None:
         """Copy bytes into the program's memory."""
+        data = memoryview(data)
         done = 0
         for view in self.views(address, len(data), write=True):
             view[:] = data[done : done + len(view)]
             done += len(view)
 
-    def write_kernel(self, address: int, data: bytes) -> None:
+    def write_kernel(self, address: int, data: bytes | memoryview) -> None:
         """Copy into the program's memory ignoring its protection (loader use)."""
+        data = memoryview(data)
         done = 0
         for view in self.kernel_views(address, len(data)):
             view[:] = data[done : done + len(view)]
