@@ -39,6 +39,7 @@ def test_installed_module_is_loaded_with_its_version_and_hooks(install_module):
         distribution="osv-mod-good",
         version="2.3.4",
         hooks=("osv_boot", "osv_image_files"),
+        target="osv_mod_good",
     )
     assert modules.plugin_manager.get_plugin("good") is sys.modules["osv_mod_good"]
     assert "good" not in _by_name(modules.failed)
@@ -215,3 +216,41 @@ def test_the_package_exports_are_the_objects_of_the_modules_defining_them():
     assert osv.hookimpl is hookspecs.hookimpl
     with pytest.raises(AttributeError, match="no attribute 'not_exported'"):
         osv.not_exported  # noqa: B018
+
+
+def test_an_image_s_recorded_targets_load_without_scanning_distributions(
+    install_module, monkeypatch
+):
+    install_module("good", GOOD, version="2.3.4")
+    from importlib import metadata
+
+    def no_scan(**_):
+        raise AssertionError("the entry points were scanned")
+
+    monkeypatch.setattr(metadata, "entry_points", no_scan)
+    modules = osv.load_modules(
+        ["good"], {"good": "osv-mod-good"}, {"good": "osv_mod_good"}
+    )
+    good = _by_name(modules.loaded)["good"]
+    assert (good.distribution, good.version, good.target) == (
+        "osv-mod-good",
+        "2.3.4",
+        "osv_mod_good",
+    )
+    assert good.hooks == ("osv_boot", "osv_image_files")
+    assert modules.plugin_manager.get_plugin("good") is sys.modules["osv_mod_good"]
+
+
+def test_a_recorded_target_that_is_gone_falls_back_to_the_scan_and_its_hint(
+    install_module,
+):
+    install_module("good", GOOD)
+    # The image recorded a package that is no longer installed.
+    with pytest.raises(osv.ModuleError) as excinfo:
+        osv.load_modules(["web"], {"web": "osv-mod-web"}, {"web": "osv_mod_web:plugin"})
+    assert excinfo.value.hint == "pip install osv-mod-web"
+    # A recorded target the scan still finds under its name loads normally.
+    modules = osv.load_modules(
+        ["good"], {"good": "osv-mod-other"}, {"good": "osv_mod_good"}
+    )
+    assert _by_name(modules.loaded)["good"].distribution == "osv-mod-good"

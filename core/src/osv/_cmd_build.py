@@ -157,7 +157,10 @@ def run(args: argparse.Namespace) -> int:
         extra={
             "distributions": {
                 m.name: m.distribution for m in modules.loaded if not m.builtin
-            }
+            },
+            # Where each module's hooks are, so that a boot imports them
+            # without scanning every installed distribution.
+            "entry_points": {m.name: m.target for m in modules.loaded if not m.builtin},
         },
     )
     directory = os.path.dirname(os.path.abspath(args.output))

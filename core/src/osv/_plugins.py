@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -55,6 +57,8 @@ class LoadedModule:
     version: str
     hooks: tuple[str, ...]
     builtin: bool = False
+    #: The entry point's object reference (``package.module:attr``).
+    target: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ def module_distributions() -> list[tuple[str, str, str]]:
 def load_modules(
     names: Iterable[str] | None = None,
     distributions: Mapping[str, str] | None = None,
+    targets: Mapping[str, str] | None = None,
 ) -> ModuleSet:
     """Load every installed module, or exactly the ones named.
 
@@ -123,6 +128,11 @@ def load_modules(
     or fails to load raises ``ModuleError``; its hint installs the package
     ``distributions`` gives for the name (a package may provide several
     modules), else ``osv-mod-<name>``.
+
+    ``targets`` gives, by name, the entry point's object reference an image
+    recorded. A named module whose package is found installed, as a wheel,
+    beside its recorded distribution's metadata is then imported directly,
+    without scanning every installed distribution's entry points.
     """
     if isinstance(names, str):
         raise TypeError("load_modules() takes a list of module names, not one name")
@@ -140,14 +150,27 @@ def load_modules(
     failed = []
 
     # Decide which entry points to load before loading any of them.
+    direct: dict[str, tuple[str, str, str]] = {}
     if names is None:
         entry_points = _entry_points(wanted=None)
     else:
         wanted = [name for name in dict.fromkeys(names) if name != BUILTINS_NAME]
-        # Scanning installed distributions costs tens of milliseconds; an
-        # image that names no module (the common boot) does not need it.
-        entry_points = _entry_points(wanted=set(wanted)) if wanted else {}
-        missing = [name for name in wanted if name not in entry_points]
+        # Scanning installed distributions costs tens of milliseconds
+        # (importlib.metadata alone is a large import): an image that names
+        # no module does not need it, nor one whose modules are found where
+        # their targets say.
+        for name in wanted:
+            target = (targets or {}).get(name)
+            distribution = (distributions or {}).get(name)
+            if isinstance(target, str) and isinstance(distribution, str):
+                version = _wheel_version(target, distribution)
+                if version is not None:
+                    direct[name] = (target, distribution, version)
+        rest = {name for name in wanted if name not in direct}
+        entry_points = _entry_points(wanted=rest) if rest else {}
+        missing = [
+            name for name in wanted if name not in entry_points and name not in direct
+        ]
         if missing:
             listed = ", ".join(repr(name) for name in missing)
             known = distributions or {}
@@ -159,19 +182,29 @@ def load_modules(
             )
             raise ModuleError(f"{what} not installed", hint=f"pip install {packages}")
 
+    found = {
+        name: (entry_point.value, *_distribution_of(entry_point))
+        for name, entry_point in entry_points.items()
+    }
+    found.update(direct)
     # One at a time, so that one broken module cannot take the others down.
-    for name in sorted(entry_points):
-        entry_point = entry_points[name]
-        distribution, version = _distribution_of(entry_point)
+    for name in sorted(found):
+        target, distribution, version = found[name]
         try:
-            plugin = _register(pm, entry_point)
+            plugin = _register(pm, name, target, distribution, version)
         except ModuleError as exc:
             if names is not None:
                 raise
             failed.append(FailedModule(name, distribution, version, str(exc)))
             continue
         loaded.append(
-            LoadedModule(name, distribution, version, hooks=_hooks_of(pm, plugin))
+            LoadedModule(
+                name,
+                distribution,
+                version,
+                hooks=_hooks_of(pm, plugin),
+                target=target,
+            )
         )
         logger.debug("loaded module %s from %s %s", name, distribution, version)
 
@@ -202,16 +235,54 @@ def _entry_points(wanted: set[str] | None) -> dict[str, metadata.EntryPoint]:
     return by_name
 
 
-def _register(pm: pluggy.PluginManager, entry_point: metadata.EntryPoint) -> object:
-    """Import one module and register its hooks, or raise ModuleError saying why."""
-    name = entry_point.name
-    distribution, version = _distribution_of(entry_point)
+def _wheel_version(target: str, distribution: str) -> str | None:
+    """The version of ``distribution`` installed beside ``target``'s package.
 
+    Found from the ``<name>-<version>.dist-info`` directory that an installed
+    wheel puts next to its packages (the names normalised as the wheel format
+    does). None when the package or exactly one such directory is not there:
+    the caller then asks importlib.metadata.
+    """
+    package = target.partition(":")[0].partition(".")[0]
+    prefix = re.sub(r"[-_.]+", "_", distribution).lower() + "-"
+    for entry in sys.path:
+        directory = entry or "."
+        if not (
+            os.path.isdir(os.path.join(directory, package))
+            or os.path.isfile(os.path.join(directory, package + ".py"))
+        ):
+            continue
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            return None
+        versions = [
+            name[len(prefix) : -len(".dist-info")]
+            for name in names
+            if name.endswith(".dist-info") and name.lower().startswith(prefix)
+        ]
+        return versions[0] if len(versions) == 1 else None
+    return None
+
+
+def _load_target(target: str) -> object:
+    """Import the object an entry point names (``package.module:attr.attr``)."""
+    module_name, _, attributes = target.partition(":")
+    value = importlib.import_module(module_name.strip())
+    for attribute in filter(None, attributes.strip().split(".")):
+        value = getattr(value, attribute)
+    return value
+
+
+def _register(
+    pm: pluggy.PluginManager, name: str, target: str, distribution: str, version: str
+) -> object:
+    """Import one module and register its hooks, or raise ModuleError saying why."""
     # Anything a module raises while importing is that module's failure, not
     # the caller's: a sys.exit() in a module must not end `osv` itself. Only
     # the user's Ctrl-C gets through.
     try:
-        plugin = entry_point.load()
+        plugin = _load_target(target)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001

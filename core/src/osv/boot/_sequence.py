@@ -160,9 +160,11 @@ def _boot_image(
 
     # Modules: exactly those the image was assembled with.
     distributions = descriptor.extra.get("distributions")
+    targets = descriptor.extra.get("entry_points")
     modules = _plugins.load_modules(
         list(descriptor.modules),
         distributions if isinstance(distributions, dict) else None,
+        targets if isinstance(targets, dict) else None,
     )
     plugins = modules.plugin_manager
     tokens, app_cmdline = split_cmdline(cmdline)
