@@ -75,7 +75,6 @@ EXPECTED_FAILURES = {
     "test.test_json.test_tool.TestTool.test_tab": "fork/exec: runs a child process",
     "test.test_json.test_tool.TestTool.test_writing_in_place": "fork/exec: runs a child process",
     "test.test_os.EnvironTests.test_putenv_unsetenv": "fork/exec: runs a child process",
-    "test.test_os.FDInheritanceTests.test_openpty": "not yet: pseudo-terminals (/dev/ptmx) are not offered",
     "test.test_os.ForkTests.test_fork": "fork/exec: runs a child process",
     "test.test_os.PidTests.test_getppid": "fork/exec: runs a child process",
     "test.test_os.PidTests.test_waitpid": "fork/exec: runs a child process",
@@ -216,7 +215,7 @@ def test_only_expected_failures(regrtest_output: str) -> None:
 
 
 def test_expected_failures_have_allowed_reasons() -> None:
-    # TODO: pseudo-terminals are the one gap that is neither a second process
-    # nor a network; test_os's openpty test fails for it.
-    allowed = ("fork/exec", "network", "not yet")
+    # Only what the unikernel does not offer by design may fail: a second
+    # process, or a network (the net module's job).
+    allowed = ("fork/exec", "network")
     assert all(reason.split(":")[0] in allowed for reason in EXPECTED_FAILURES.values())

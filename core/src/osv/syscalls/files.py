@@ -21,7 +21,17 @@ from osv.syscalls._common import (
     unsupported,
 )
 from osv.syscalls._numbers import NUMBERS
-from osv.vfs import IOCTL_IN_SIZES, UTIME_NOW, UTIME_OMIT
+from osv.syscalls.process import sys_kill as _signal_own_group
+from osv.vfs import (
+    IOCTL_IN_SIZES,
+    PTY_IOCTL_IN_SIZES,
+    PTY_IOCTL_OUT_SIZES,
+    SESSION_IOCTLS,
+    TIOCGPTPEER,
+    UTIME_NOW,
+    UTIME_OMIT,
+    FsError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -250,8 +260,15 @@ def sys_fcntl(t, fd, cmd, arg, *_):  # noqa: ANN001, ANN002
 
 
 def sys_ioctl(t, fd, request, arg, *_):  # noqa: ANN001, ANN002
-    f = _file(t, fd)
-    return _ioctl(t, f, request & 0xFFFFFFFF, arg)
+    fd = s32(fd)
+    f = t.fds.get(fd)
+    request &= 0xFFFFFFFF
+    if request in (FIOCLEX, FIONCLEX):
+        t.fds.set_cloexec(fd, request == FIOCLEX)
+        return 0
+    if request == TIOCGPTPEER:
+        return _open_pty_peer(t, f, s32(arg))
+    return _ioctl(t, f, request, arg)
 
 
 TCGETS = 0x5401
@@ -263,6 +280,17 @@ FIONCLEX = 0x5450
 TERMIOS_SIZE = 36
 WINSIZE_SIZE = 8
 
+# Requests that take a structure from the program (TCSETS*, TIOCSWINSZ, ...):
+# File.ioctl receives the structure's bytes instead of the address.
+IN_SIZES = {**IOCTL_IN_SIZES, **PTY_IOCTL_IN_SIZES}
+# Requests whose answer is a structure copied out to the program.
+OUT_SIZES = {
+    TCGETS: TERMIOS_SIZE,
+    TIOCGWINSZ: WINSIZE_SIZE,
+    FIONREAD: 4,
+    **PTY_IOCTL_OUT_SIZES,
+}
+
 
 def _ioctl(t, f, request: int, arg: int) -> int:  # noqa: ANN001
     if request == FIONBIO:
@@ -272,24 +300,41 @@ def _ioctl(t, f, request: int, arg: int) -> int:  # noqa: ANN001
             flags | os.O_NONBLOCK if nonblocking else flags & ~os.O_NONBLOCK
         )
         return 0
-    # Requests that take a structure from the program (TCSETS*).
-    in_size = IOCTL_IN_SIZES.get(request)
-    if in_size is not None:
-        result = f.ioctl(request, t.mm.read(arg, in_size))
-        return result if isinstance(result, int) else 0
-    # Requests whose answer is a structure copied out to the program.
-    size = {TCGETS: TERMIOS_SIZE, TIOCGWINSZ: WINSIZE_SIZE, FIONREAD: 4}.get(request)
-    if size is None:
-        result = f.ioctl(request, arg)
-        return result if isinstance(result, int) else 0
-    result = f.ioctl(request, arg)
+    in_size = IN_SIZES.get(request)
+    value = t.mm.read(arg, in_size) if in_size is not None else arg
+    session_ioctl = getattr(f, "session_ioctl", None)
+    if request in SESSION_IOCTLS and session_ioctl is not None:
+        # Controlling-terminal requests need the caller's process group,
+        # and may signal it (SIGHUP on TIOCNOTTY, SIGWINCH on a resize), as
+        # kill(0, sig) would; sys_kill is imported under another name so
+        # that SYSCALLS below does not list it as this module's.
+        result, signals = session_ioctl(request, value, t.process.pid)
+        for signal in signals:
+            _signal_own_group(t, 0, signal)
+    else:
+        result = f.ioctl(request, value)
     if isinstance(result, bytes):
-        t.mm.write(arg, result[:size])
+        size = OUT_SIZES.get(request)
+        if size is not None:
+            t.mm.write(arg, result[:size])
         return 0
-    if request == FIONREAD and isinstance(result, int):
+    if request == FIONREAD:
         t.mm.write(arg, result.to_bytes(4, "little"))
         return 0
     return result
+
+
+def _open_pty_peer(t, f, flags: int) -> int:  # noqa: ANN001
+    """TIOCGPTPEER: open the slave of the pty master ``f`` as a new fd."""
+    open_peer = getattr(f, "open_peer", None)
+    if open_peer is None:
+        raise SyscallError(errno.ENOTTY)
+    peer = open_peer(flags)
+    try:
+        return t.fds.install(peer, cloexec=bool(flags & O_CLOEXEC))
+    except FsError:
+        peer.close()
+        raise
 
 
 # ---- metadata --------------------------------------------------------------

@@ -94,6 +94,16 @@ File systems
     ``ConsoleFile(vnode, flags, path, console)``: a read-only open answers
     isatty and terminal ioctls for the input fd, other opens for the output
     fd.
+
+Pseudo-terminals (``DevFs.attach_ptys() -> DevPts``; the kernel's devfs has
+them)
+    /dev/ptmx opens a new pair's master (``PtyMasterFile``), /dev/pts lists
+    the slaves (``PtySlaveFile`` when opened). Both ends are ``PtyFile``s:
+    ``ioctl`` answers the terminal requests; ``open_peer(flags)`` is
+    TIOCGPTPEER; ``session_ioctl(request, arg, pgrp) -> (result, signals)``
+    answers SESSION_IOCTLS for a caller in process group ``pgrp`` and names
+    the signals Linux would send that group. PTY_IOCTL_IN_SIZES and
+    PTY_IOCTL_OUT_SIZES give the structure sizes of the pty requests.
 """
 
 from ._abi import (
@@ -181,6 +191,17 @@ from ._fdtable import DEFAULT_FD_LIMIT, FdTable
 from ._file import File
 from ._pipe import PIPE_BUF, PipeFile, make_pipe
 from ._procfs import GeneratedFile, ProcFs, ProcProvider, mounts_text
+from ._pty import (
+    PTY_IOCTL_IN_SIZES,
+    PTY_IOCTL_OUT_SIZES,
+    SESSION_IOCTLS,
+    TIOCGPTPEER,
+    DevPts,
+    PtyFile,
+    PtyMasterFile,
+    PtySlaveFile,
+    Termios,
+)
 from ._ramfs import RamFs
 from ._stat import Stat, StatFs
 from ._vfs import UMOUNT_NOFOLLOW, UTIME_NOW, UTIME_OMIT, TimeUpdate, Vfs
@@ -278,6 +299,15 @@ __all__ = [
     "FsError",
     "PIPE_BUF",
     "PipeFile",
+    "PTY_IOCTL_IN_SIZES",
+    "PTY_IOCTL_OUT_SIZES",
+    "SESSION_IOCTLS",
+    "TIOCGPTPEER",
+    "DevPts",
+    "PtyFile",
+    "PtyMasterFile",
+    "PtySlaveFile",
+    "Termios",
     "make_pipe",
     "GeneratedFile",
     "Mount",

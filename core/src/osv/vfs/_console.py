@@ -28,7 +28,7 @@ from ._abi import (
 )
 from ._devfs import DeviceVnode
 from ._errors import FsError
-from ._file import File
+from ._file import File, StreamFile
 from ._vnode import Mount
 
 logger = logging.getLogger(__name__)
@@ -216,10 +216,12 @@ class ConsoleDevice(DeviceVnode):
         return ConsoleFile(self, flags, path, self.console)
 
 
-class ConsoleFile(File):
+class ConsoleFile(StreamFile):
     """An open console. A read-only open speaks for the host input side
     (isatty, terminal ioctls); any other open for the output side.
     """
+
+    no_position = "a terminal has no file position"
 
     def __init__(
         self, vnode: ConsoleDevice, flags: int, path: str, console: Console
@@ -242,18 +244,6 @@ class ConsoleFile(File):
         if not self.writable:
             raise FsError(errno.EBADF, "file not open for writing")
         return self.console.write(data)
-
-    def pread(self, size: int, offset: int) -> bytes:
-        raise FsError(errno.ESPIPE, "a terminal has no file position")
-
-    def preadinto(self, buf: memoryview, offset: int) -> int:
-        raise FsError(errno.ESPIPE, "a terminal has no file position")
-
-    def pwrite(self, data: bytes | memoryview, offset: int) -> int:
-        raise FsError(errno.ESPIPE, "a terminal has no file position")
-
-    def lseek(self, offset: int, whence: int) -> int:
-        raise FsError(errno.ESPIPE, "a terminal has no file position")
 
     def isatty(self) -> bool:
         return self.console.isatty(self._for_input)

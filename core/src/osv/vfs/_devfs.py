@@ -1,4 +1,4 @@
-"""devfs: a flat directory of device nodes (null, zero, random, console...)."""
+"""devfs: device nodes (null, zero, random, console, ptmx...) and /dev/pts."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ._vnode import FileSystemType, Mount, Vnode
 
 if TYPE_CHECKING:
     from ._console import Console
+    from ._pty import DevPts
     from ._vfs import Vfs
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,10 @@ class DevDir(Vnode):
         node = self._nodes[name] = factory(self.mount, next(self._inos))
         return node
 
+    def new_ino(self) -> int:
+        """A fresh inode number in this mount, for nodes below the root."""
+        return next(self._inos)
+
     def readdir(self) -> list[tuple[str, int, int]]:
         entries = []
         for name in list(self._devfs.factories):
@@ -149,14 +154,16 @@ class DevDir(Vnode):
 class DevFs(FileSystemType):
     """The ``devfs`` type: null, zero, random, urandom; console and tty once
     a Console is attached (here, by ``attach_console``, or by mounting with
-    ``console=``); other parts of the kernel add their devices (disks, ...)
-    with ``add_device``.
+    ``console=``); ptmx and the pts directory once ``attach_ptys`` is
+    called; other parts of the kernel add their devices (disks, ...) with
+    ``add_device``.
     """
 
     name = "devfs"
 
     def __init__(self, console: Console | None = None) -> None:
         self.factories: dict[str, DeviceFactory] = {}
+        self.devpts: DevPts | None = None
         self._roots: list[DevDir] = []
         self.add_device("null", lambda m, i: NullDevice(m, i, makedev(1, 3)))
         self.add_device("zero", lambda m, i: ZeroDevice(m, i, makedev(1, 5)))
@@ -167,13 +174,37 @@ class DevFs(FileSystemType):
 
     @classmethod
     def for_kernel(cls, kernel: object) -> DevFs:
-        """The devfs of a kernel: its ``console`` behind /dev/console and /dev/tty."""
-        return cls(kernel.console)  # type: ignore[attr-defined]
+        """The devfs of a kernel: its ``console`` behind /dev/console and
+        /dev/tty, and pseudo-terminals."""
+        devfs = cls(kernel.console)  # type: ignore[attr-defined]
+        devfs.attach_ptys()
+        return devfs
 
     def attach_console(self, console: Console) -> None:
         """Add /dev/console and /dev/tty, both leading to ``console``."""
         self.add_device("console", _console_node(console, makedev(5, 1), 0o600))
         self.add_device("tty", _console_node(console, makedev(5, 0), 0o666))
+
+    def attach_ptys(self) -> DevPts:
+        """Add /dev/ptmx and the /dev/pts directory; returns their pty set.
+
+        Every mount of this devfs shares the one set, as every devpts
+        mount of a Linux system without private instances does.
+        """
+        # Imported here: _pty builds its nodes on this module's DeviceVnode.
+        from ._pty import DevPts, PtmxDevice, PtsDir
+
+        if self.devpts is not None:
+            return self.devpts
+        devpts = self.devpts = DevPts()
+
+        def pts(mount: Mount, ino: int) -> Vnode:
+            # Slave nodes take their inode numbers from the devfs root's.
+            return PtsDir(mount, ino, devpts, mount.root.new_ino)
+
+        self.add_device("ptmx", lambda m, i: PtmxDevice(m, i, devpts))
+        self.add_device("pts", pts)
+        return devpts
 
     def add_device(self, name: str, factory: DeviceFactory) -> None:
         """Add the node ``name``; ``factory(mount, ino)`` builds its vnode.

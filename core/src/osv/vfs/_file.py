@@ -294,3 +294,23 @@ class File:
         Regular files, directories and memory devices are always ready.
         """
         return events & (POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM)
+
+
+class StreamFile(File):
+    """A file with no position (a terminal, a pipe): seeks and positioned I/O
+    fail with ESPIPE, as Linux answers for such files."""
+
+    #: How the ESPIPE error describes the file.
+    no_position = "this file has no position"
+
+    def pread(self, size: int, offset: int) -> bytes:
+        raise FsError(errno.ESPIPE, self.no_position)
+
+    def preadinto(self, buf: memoryview, offset: int) -> int:
+        raise FsError(errno.ESPIPE, self.no_position)
+
+    def pwrite(self, data: bytes | memoryview, offset: int) -> int:
+        raise FsError(errno.ESPIPE, self.no_position)
+
+    def lseek(self, offset: int, whence: int) -> int:
+        raise FsError(errno.ESPIPE, self.no_position)

@@ -22,7 +22,7 @@ from ._abi import (
     POLLWRNORM,
 )
 from ._errors import FsError
-from ._file import File
+from ._file import StreamFile
 from ._vnode import Vnode
 
 PIPE_BUF = 4096
@@ -55,8 +55,10 @@ class PipeVnode(Vnode):
         )
 
 
-class PipeFile(File):
+class PipeFile(StreamFile):
     """One end of a pipe."""
+
+    no_position = "a pipe has no file position"
 
     def __init__(self, pipe: PipeVnode, flags: int) -> None:
         super().__init__(pipe, flags, f"pipe:[{pipe.ino}]")
@@ -125,18 +127,6 @@ class PipeFile(File):
                 done += count
                 pipe.changed.notify_all()
         return done
-
-    def lseek(self, offset: int, whence: int) -> int:
-        raise FsError(errno.ESPIPE, "cannot seek on a pipe")
-
-    def pread(self, size: int, offset: int) -> bytes:
-        raise FsError(errno.ESPIPE, "cannot pread on a pipe")
-
-    def preadinto(self, buf: memoryview, offset: int) -> int:
-        raise FsError(errno.ESPIPE, "cannot pread on a pipe")
-
-    def pwrite(self, data: bytes | memoryview, offset: int) -> int:
-        raise FsError(errno.ESPIPE, "cannot pwrite on a pipe")
 
     def poll_ready(self, events: int) -> int:
         pipe = self.pipe
