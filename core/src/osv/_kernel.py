@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import itertools
 import logging
 import os
@@ -24,36 +26,96 @@ from osv.hv._machine import (
     Machine,
 )
 from osv.mm import MMAP_TOP, AddressSpace, MemoryFault, PhysicalMemory
-from osv.sched import Process, ProcessExit, Task, ThreadExit
+from osv.sched import Process, ProcessExit, RegistersLoaded, Task, ThreadExit
+from osv.sched import _signal as signals
 from osv.sched._lock import KERNEL_LOCK
 from osv.sched._procinfo import ProcessInfo
+from osv.sched._sigframe import Fault
+from osv.sched._signal import KICK_SIGNAL
+from osv.sched._sigqueue import (
+    BUS_ADRALN,
+    FPE_FLTDIV,
+    FPE_FLTINV,
+    FPE_FLTOVF,
+    FPE_FLTRES,
+    FPE_FLTUND,
+    FPE_INTDIV,
+    ILL_ILLOPN,
+    SEGV_ACCERR,
+    SEGV_MAPERR,
+    SI_KERNEL,
+    SI_USER,
+    SIGBUS,
+    SIGFPE,
+    SIGILL,
+    SIGPIPE,
+    SIGSEGV,
+    SIGTRAP,
+    TRAP_BRKPT,
+    TRAP_TRACE,
+    bit,
+    siginfo,
+    signal_name,
+)
+from osv.sched._task import current_task, set_current_task
 from osv.syscalls._common import SyscallError, enosys
-from osv.syscalls._numbers import TABLE_SIZE
+from osv.syscalls._numbers import NUMBERS, TABLE_SIZE
 
 logger = logging.getLogger(__name__)
+
+# KICK_SIGNAL and current_task are re-exported for the kernel's other users.
+__all__ = ["KICK_SIGNAL", "Kernel", "KernelError", "ProgramFault", "current_task"]
 
 _dispatch = _cext.load("osv.hv._dispatch")
 
 DEFAULT_MEMORY = 2 << 30
 PID = 2
 
-# Signals the CPU exceptions turn into, and the exit status a shell reports.
-SIGILL = 4
-SIGTRAP = 5
-SIGBUS = 7
-SIGFPE = 8
-SIGSEGV = 11
-VECTOR_SIGNALS = {0: SIGFPE, 1: SIGTRAP, 3: SIGTRAP, 6: SIGILL, 16: SIGFPE, 17: SIGBUS}
-VECTOR_SIGNALS[19] = SIGFPE
-SIGNAL_NAMES = {
-    SIGILL: "SIGILL",
-    SIGTRAP: "SIGTRAP",
-    SIGBUS: "SIGBUS",
-    SIGFPE: "SIGFPE",
-    SIGSEGV: "SIGSEGV",
-    6: "SIGABRT",
-    9: "SIGKILL",
+# The signals CPU exceptions raise, and their si_code, as Linux's x86 trap
+# handlers send them (arch/x86/kernel/traps.c); any other vector is SIGSEGV
+# with SI_KERNEL. The exit status a shell reports is 128 + the signal.
+VECTOR_SIGNALS = {
+    0: (SIGFPE, FPE_INTDIV),  # #DE divide error
+    1: (SIGTRAP, TRAP_TRACE),  # #DB, taken as a single step
+    3: (SIGTRAP, SI_KERNEL),  # #BP int3
+    6: (SIGILL, ILL_ILLOPN),  # #UD
+    11: (SIGBUS, SI_KERNEL),  # #NP
+    12: (SIGBUS, SI_KERNEL),  # #SS
+    16: (SIGFPE, 0),  # #MF, the code from the x87 status word
+    17: (SIGBUS, BUS_ADRALN),  # #AC
+    19: (SIGFPE, 0),  # #XM, the code from MXCSR
 }
+# Vectors whose siginfo carries the faulting instruction's address.
+VECTORS_WITH_ADDRESS = frozenset({0, 1, 6, 16, 19})
+RFLAGS_TF = 0x100
+# Linux's fpu__exception_code: the first unmasked x87/SSE exception flag
+# decides si_code: invalid, divide by zero, overflow, underflow or denormal,
+# inexact.
+FPE_CODES = (
+    (0x01, FPE_FLTINV),
+    (0x04, FPE_FLTDIV),
+    (0x08, FPE_FLTOVF),
+    (0x12, FPE_FLTUND),
+    (0x20, FPE_FLTRES),
+)
+
+# System calls that send SIGPIPE with their EPIPE; for the socket calls, the
+# argument whose MSG_NOSIGNAL refuses it.
+SIGPIPE_CALLS = {
+    "write": None,
+    "writev": None,
+    "pwrite64": None,
+    "pwritev": None,
+    "pwritev2": None,
+    "sendfile": None,
+    "splice": None,
+    "tee": None,
+    "vmsplice": None,
+    "sendto": 3,
+    "sendmsg": 2,
+    "sendmmsg": 3,
+}
+MSG_NOSIGNAL = 0x4000
 
 
 @contextlib.contextmanager
@@ -66,24 +128,8 @@ def KERNEL_LOCK_HELD():  # noqa: N802 - reads as the state it establishes
         KERNEL_LOCK.release()
 
 
-# The host signal that interrupts a vCPU's KVM_RUN. A caught signal ends the
-# ioctl with EINTR; SIGURG is chosen because its default action is to be
-# ignored, so one that arrives while the interpreter shuts down (when Python
-# has put the default actions back) cannot kill `osv run`.
-KICK_SIGNAL = signal.SIGURG
-
-
 def _ignore_signal(signum, frame) -> None:  # noqa: ANN001
-    """KICK_SIGNAL only interrupts a vCPU's KVM_RUN (see Kernel._end_process)."""
-
-
-# The guest thread a host thread serves: procfs's "self" is the caller's process.
-_current = threading.local()
-
-
-def current_task() -> Task | None:
-    """The guest thread served by the calling host thread (None outside one)."""
-    return getattr(_current, "task", None)
+    """KICK_SIGNAL only interrupts a vCPU's KVM_RUN (see osv.sched._signal)."""
 
 
 class KernelError(Exception):
@@ -91,7 +137,9 @@ class KernelError(Exception):
 
 
 class ProgramFault(Exception):
-    """The program took a fault it has no handler for; carries the report."""
+    """The program ended by a signal: a fault it has no handler for, or a
+    signal whose default action ends it. Carries the report for the console.
+    """
 
     def __init__(self, report: str, signal: int) -> None:
         super().__init__(report)
@@ -226,7 +274,41 @@ class Kernel:
         table = [None] * TABLE_SIZE
         for number, handler in _plugins.syscall_table(self.plugins).items():
             table[number] = handler
+        for name, flags_index in SIGPIPE_CALLS.items():
+            number = NUMBERS[name]
+            if table[number] is not None:
+                table[number] = self._raising_sigpipe(table[number], flags_index)
         return table
+
+    def _raising_sigpipe(self, handler, flags_index: int | None):  # noqa: ANN001, ANN202
+        """Wrap a writing call so that its EPIPE also sends the caller SIGPIPE.
+
+        Linux sends it from the pipe or socket code; here the error is seen
+        where it leaves the call, whichever file raised it, so pipes, FIFOs
+        and a module's sockets all behave alike. Only these calls pay for
+        the wrapper.
+        """
+        errors = self._errors
+
+        def send(t, args: tuple) -> None:  # noqa: ANN001
+            if flags_index is not None and args[flags_index] & MSG_NOSIGNAL:
+                return
+            info = siginfo(SIGPIPE, SI_USER, pid=t.process.pid)
+            signals.send_to_thread(t, SIGPIPE, info)
+
+        @functools.wraps(handler)
+        def call(t, a, b, c, d, e, f):  # noqa: ANN001, ANN202
+            try:
+                result = handler(t, a, b, c, d, e, f)
+            except errors as exc:
+                if exc.errno == errno.EPIPE:
+                    send(t, (a, b, c, d, e, f))
+                raise
+            if result == -errno.EPIPE:
+                send(t, (a, b, c, d, e, f))
+            return result
+
+        return call
 
     # ---- programs -------------------------------------------------------------
 
@@ -457,22 +539,26 @@ class Kernel:
         vcpu = task.vcpu
         machine = self.machine
         task.host_thread_id = threading.get_ident()
-        _current.task = task
+        set_current_task(task)
         run = _dispatch.run_until_slow_exit
         while True:
-            reason = run(
-                vcpu.fd,
-                vcpu.run_address,
-                vcpu.run_q,
-                machine.trap,
-                machine.doorbell_gpa,
-                self.syscalls,
-                enosys,
-                task,
-                task.syscalls,
-                self._errors,
-                KERNEL_LOCK,
-            )
+            try:
+                reason = run(
+                    vcpu.fd,
+                    vcpu.run_address,
+                    vcpu.run_q,
+                    machine.trap,
+                    machine.doorbell_gpa,
+                    self.syscalls,
+                    enosys,
+                    task,
+                    task.syscalls,
+                    self._errors,
+                    KERNEL_LOCK,
+                )
+            except RegistersLoaded:
+                # rt_sigreturn set every register; the fast path wrote none.
+                continue
             with KERNEL_LOCK_HELD():
                 self._slow_exit(task, reason)
 
@@ -540,7 +626,23 @@ class Kernel:
                 # the vCPU can serve the next clone. (The main thread's vCPU
                 # is freed with the whole process, in run().)
                 self._idle_vcpus.append(task.vcpu)
+        # A process-wide signal this thread was woken for goes to another.
+        if process.pending.bits and process.tasks:
+            signals.retarget(process)
         return not process.tasks
+
+    def kill_process(self, process: Process, sig: int, detail: str = "") -> None:
+        """End ``process`` as a signal's default action does: status 128 + sig.
+
+        The report (a line on the console's stderr) names the signal, as a
+        shell would.
+        """
+        report = f"program terminated by {signal_name(sig)} (signal {sig})"
+        if detail:
+            report += f": {detail}"
+        self.log(report)
+        logger.info(report)
+        self._end_process(process, ProgramFault(report, sig))
 
     def _end_process(self, process: Process, cause: BaseException) -> None:
         """Record why the program ends, and stop every other thread."""
@@ -558,24 +660,21 @@ class Kernel:
             process.fault = cause
         process.ended.set()
         process.futexes.wake_everyone()
-        current = threading.get_ident()
-        for task in process.tasks:
-            task.vcpu.kick()
-            thread = task.thread
-            if thread is not None and thread.ident not in (None, current):
-                try:
-                    signal.pthread_kill(thread.ident, KICK_SIGNAL)
-                except (ProcessLookupError, OSError):
-                    pass
+        if process.real_timer is not None:
+            process.real_timer.stop()
+        # Every thread leaves KVM_RUN, or the wait it is in, and sees the end.
+        for task in list(process.tasks):
+            signals.kick(task)
 
     def _slow_exit(self, task: Task, reason: int) -> None:
         """Everything the fast path does not handle: faults, failures, signals."""
         vcpu = task.vcpu
         if reason < 0:
-            if -reason == 4:  # EINTR: a kick or a host signal
+            if -reason == errno.EINTR:  # a kick: the program's end or a signal
                 vcpu.run_map[_kvm.RUN_IMMEDIATE_EXIT] = 0
                 if task.process.ended.is_set():
                     raise ThreadExit()
+                signals.deliver(task)
                 return
             raise KernelError(f"KVM_RUN failed: {os.strerror(-reason)}")
         if reason == _kvm.KVM_EXIT_IO:
@@ -598,27 +697,88 @@ class Kernel:
         )
 
     def _exception(self, task: Task, vector: int) -> None:
+        """A CPU exception: demand paging, the program's handler, or its end."""
         vcpu = task.vcpu
         frame = vcpu.exception_frame(vector)
+        error = frame["error_code"]
+
+        def registers() -> dict[str, int]:
+            values = vcpu.registers()
+            values.update(rip=frame["rip"], rsp=frame["rsp"], rflags=frame["rflags"])
+            return values
+
+        cr2 = 0
         if vector == 14:
-            address = vcpu.get_sregs().cr2
-            error = frame["error_code"]
+            address = cr2 = vcpu.get_sregs().cr2
             write = bool(error & 2)
             if not error & 1 and task.mm.populate(address, write):
                 self.faults += 1
+                # Signals sent meanwhile are taken on the way back.
+                if task.restart is not None or signals.deliverable(task):
+                    signals.deliver(task, registers())
                 return
             kind = "write" if write else "instruction fetch" if error & 16 else "read"
             cause = "protection violation" if error & 1 else "unmapped page"
             what = f"page fault at address {address:#x} ({kind}, {cause})"
-            signal = SIGSEGV
+            sig = SIGSEGV
+            # SEGV_ACCERR when the address is mapped but not for this access.
+            mapped = error & 1 or task.mm.find(address) is not None
+            code = SEGV_ACCERR if mapped else SEGV_MAPERR
+            info = siginfo(sig, code, address=address)
         else:
             what = VECTOR_NAMES.get(vector, f"exception {vector}")
             if vector in (10, 11, 12, 13):
-                what += f" (error code {frame['error_code']:#x})"
-            signal = VECTOR_SIGNALS.get(vector, SIGSEGV)
-        registers = vcpu.registers()
-        registers.update(rip=frame["rip"], rsp=frame["rsp"], rflags=frame["rflags"])
-        raise ProgramFault(self._report(task, what, registers), signal)
+                what += f" (error code {error:#x})"
+            sig, code = VECTOR_SIGNALS.get(vector, (SIGSEGV, SI_KERNEL))
+            if vector == 1 and not frame["rflags"] & RFLAGS_TF:
+                code = TRAP_BRKPT
+            elif vector in (16, 19):
+                code = self._fpu_exception_code(vcpu, vector)
+            if vector in VECTORS_WITH_ADDRESS:
+                info = siginfo(sig, code, address=frame["rip"])
+            else:
+                info = siginfo(sig, code)
+        fault = Fault(trapno=vector, err=error, cr2=cr2)
+        if self._catch_fault(task, sig, info, fault, registers()):
+            return
+        raise ProgramFault(self._report(task, what, registers()), sig)
+
+    def _catch_fault(
+        self,
+        task: Task,
+        sig: int,
+        info: bytes,
+        fault: Fault,
+        registers: dict[str, int],
+    ) -> bool:
+        """Run the program's handler for a fault's signal; False if it has none.
+
+        A blocked or ignored fault signal cannot be put off, because the
+        instruction would fault again: Linux then takes the default action,
+        and so does the caller here (the fault report).
+        """
+        disposition = signals.action(task.process, sig)
+        if not disposition.catches or task.signal_mask & bit(sig):
+            return False
+        task.fault = fault
+        task.pending.add(sig, info)
+        signals.deliver(task, registers)
+        return True
+
+    @staticmethod
+    def _fpu_exception_code(vcpu, vector: int) -> int:  # noqa: ANN001
+        image = vcpu.fxsave()
+        if vector == 16:
+            control = int.from_bytes(image[0:2], "little")
+            status = int.from_bytes(image[2:4], "little")
+            raised = status & ~control
+        else:
+            mxcsr = int.from_bytes(image[24:28], "little")
+            raised = mxcsr & ~(mxcsr >> 7)
+        for bits, code in FPE_CODES:
+            if raised & bits:
+                return code
+        return 0
 
     def _report(self, task: Task, what: str, registers: dict[str, int]) -> str:
         rip = registers["rip"]

@@ -21,8 +21,17 @@ as plain Python it does the same through ctypes and a memoryview.
 #   TRAP_PORT      Hardware KVM: `syscall` enters ring 0 where the stub does
 #                  `out` then `sysretq`; KVM_EXIT_IO on the syscall port. Only
 #                  RAX is written; the guest's own sysretq returns.
-# Anything else (faults, the console, signals) leaves the loop and is handled by
-# the slower Python code in osv.hv._vcpu, which then calls back in.
+# Anything else (faults, a failed or interrupted KVM_RUN) leaves the loop and is
+# handled by the slower Python code in osv._kernel, which then calls back in.
+#
+# Signals cost this loop nothing. A sender sets kvm_run.immediate_exit on the
+# target vCPU, so the KVM_RUN that follows the current call returns EINTR at
+# once, after KVM has taken in the registers written here: the slow path then
+# sees the program's state as it returns and pushes the handler's frame (see
+# osv.sched._signal). rt_sigreturn sets every register itself and ends by
+# raising osv.sched.RegistersLoaded, which leaves the loop before the result
+# is written back, like any exception a handler raises that is not in
+# ``errors``.
 
 import cython
 
@@ -114,8 +123,9 @@ def run_until_slow_exit(
     reason, or -errno if KVM_RUN failed. ``stats[0]`` grows by the number of
     system calls served. A handler fails a call with an errno by raising one of
     ``errors`` (exception classes with an ``errno`` attribute); any other
-    exception ends the loop and propagates. Handlers run holding ``lock``
-    (see osv.sched._lock).
+    exception ends the loop and propagates, before anything is written back
+    (rt_sigreturn relies on this). Handlers run holding ``lock`` (see
+    osv.sched._lock).
     """
     if cython.compiled:
         q = cython.cast(cython.p_ulonglong, run_address)

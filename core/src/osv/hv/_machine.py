@@ -29,7 +29,10 @@ logger = logging.getLogger(__name__)
 #   GPA 0x6000  ring-0 system-call stub (hardware KVM): `out 0x10, al;
 #               sysretq`, and a variant that reloads CR3 first, used when a
 #               mapping was made more restrictive and the TLB must be flushed
-#               (it borrows the vCPU's scratch word through swapgs).
+#               (it borrows the vCPU's scratch word through swapgs). At +64 a
+#               lone `iretq`: the way back to ring 3 with every register
+#               chosen by the host (signal delivery, rt_sigreturn), see
+#               VCpu.enter_user.
 #   GPA 0x7000  the probe: `syscall; jmp .`, run once at start-up in ring 3
 #               with LSTAR aimed at the ring-0 stub. A port-0x10 exit means
 #               hardware semantics; a page fault at LSTAR (a ring-3 fetch of a
@@ -70,7 +73,24 @@ BLOCK_SCRATCH = 0x3000
 
 EXCEPTION_PORT_BASE = 0x80
 EXCEPTIONS_WITH_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
+# Vectors a ring-3 `int n` may raise itself, as on Linux: int3 is a breakpoint
+# (SIGTRAP), not a protection fault.
+USER_GATES = frozenset({3})
+EXCEPTION_STUB_SIZE = 16
 KERNEL_STUB_FLUSH_OFFSET = 16
+KERNEL_STUB_IRET_OFFSET = 64
+USER_STUB_VA = MONITOR_BASE + USER_STUB_GPA
+KERNEL_STUB_VA = MONITOR_BASE + KERNEL_STUB_GPA
+EXC_STUBS_VA = MONITOR_BASE + EXC_STUBS_GPA
+IRET_STUB_VA = KERNEL_STUB_VA + KERNEL_STUB_IRET_OFFSET
+# Where an interrupt frame for iretq goes: the top five words of the IST.
+IRET_FRAME_SIZE = 40
+# The FXSAVE image: FCW, FSW, abridged FTW, FOP, FIP, FDP, MXCSR, MXCSR_MASK,
+# then ST0-7 at 32 and XMM0-15 at 160 (Intel SDM, "FXSAVE").
+FXSAVE_SIZE = 512
+FXSAVE_HEADER = struct.Struct("<HHBxHQQII")
+# The MXCSR bits every SSE2 CPU implements.
+MXCSR_MASK = 0xFFFF
 
 SEL_KERNEL_CS = 0x10
 SEL_KERNEL_DS = 0x18
@@ -178,7 +198,8 @@ def _idt() -> bytes:
             handler & 0xFFFF,
             SEL_KERNEL_CS,
             1,  # IST1, for every vector: the user stack is never written
-            0x8E,  # present, DPL 0, 64-bit interrupt gate
+            # present, 64-bit interrupt gate, DPL 3 or 0
+            0xEE if vector in USER_GATES else 0x8E,
             (handler >> 16) & 0xFFFF,
             handler >> 32,
             0,
@@ -201,7 +222,7 @@ def _exception_stubs() -> bytes:
         if vector in EXCEPTIONS_WITH_ERROR_CODE:
             stub += b"\x48\x83\xc4\x08"  # add rsp, 8
         stub += b"\x48\xcf"  # iretq
-        code += stub.ljust(16, b"\xcc")
+        code += stub.ljust(EXCEPTION_STUB_SIZE, b"\xcc")
     return bytes(code)
 
 
@@ -224,7 +245,13 @@ def _kernel_stub() -> bytes:
     flush += b"\x0f\x20\xd8\x0f\x22\xd8"  # mov rax, cr3 ; mov cr3, rax
     flush += b"\x65\x48\x8b\x04\x25\x00\x00\x00\x00"  # mov rax, gs:[0]
     flush += b"\x0f\x01\xf8\x48\x0f\x07"  # swapgs ; sysretq
-    return plain.ljust(KERNEL_STUB_FLUSH_OFFSET, b"\xcc") + flush
+    stub = plain.ljust(KERNEL_STUB_FLUSH_OFFSET, b"\xcc") + flush
+    return stub.ljust(KERNEL_STUB_IRET_OFFSET, b"\xcc") + b"\x48\xcf"  # iretq
+
+
+# Offsets in the kernel stub page of the two `sysretq`s: a vCPU stopped there
+# has served its system call and is about to return to RCX with R11's flags.
+KERNEL_STUB_SYSRETS = frozenset({2, KERNEL_STUB_FLUSH_OFFSET + 30})
 
 
 PROBE_CODE = b"\x0f\x05\xeb\xfe"  # syscall ; jmp .
@@ -492,10 +519,7 @@ class VCpu:
         regs.rflags = RFLAGS_USER
         ioctl(self.fd, _kvm.KVM_SET_REGS, regs)
         if not probe:
-            fpu = _kvm.kvm_fpu()
-            fpu.fcw = 0x37F
-            fpu.mxcsr = 0x1F80
-            ioctl(self.fd, _kvm.KVM_SET_FPU, fpu)
+            self.reset_fpu()
         self.run_map[_kvm.RUN_VALID_REGS : _kvm.RUN_VALID_REGS + 8] = struct.pack(
             "<Q", _kvm.KVM_SYNC_X86_REGS
         )
@@ -582,6 +606,138 @@ class VCpu:
         for i, name in enumerate(("rip", "cs", "rflags", "rsp", "ss")):
             if name in fields:
                 struct.pack_into("<Q", self.machine.phys.ram, gpa + 8 * i, fields[name])
+
+    # ---- the program's registers as a signal sees them ------------------------
+
+    # Rationale: a signal is delivered when the vCPU has stopped, and the stop
+    # is not always in the program's own code. Wherever it is, the host must
+    # find the registers ring 3 will see, and later choose all of them:
+    #   - in program code, or in the doorbell stub once the fast path has set
+    #     RIP <- RCX: the sync regs are the program's registers;
+    #   - at the first instruction of a system-call stub (`syscall` ran, its
+    #     exit has not been taken): the program stands just before its
+    #     2-byte `syscall`, RCX - 2, with the number still in RAX; a handler
+    #     run now sees the call as not yet made, and the program makes it
+    #     when the handler returns;
+    #   - at a `sysretq` of the ring-0 stub: the call is served; the program
+    #     resumes at RCX with R11's flags;
+    #   - in an exception stub after its `out`, or at the iretq stub: the
+    #     interrupt frame on the exception stack holds RIP, RFLAGS and RSP.
+    # Anywhere else (inside the TLB-flush stub, an exception stub whose exit
+    # is still to come) there is no answer, and the caller waits for the next
+    # stop.
+    #
+    # Going back: from ring 3 the sync regs are all rewritten. From ring 0 an
+    # interrupt frame goes at the top of the exception stack and the vCPU is
+    # pointed at the iretq stub, so that the program gets every register,
+    # RCX and R11 included, which a sysret could not give it.
+
+    def user_registers(self) -> dict[str, int] | None:
+        """The registers the program has at this stop (see above), or None."""
+        regs = self.registers()
+        rip = regs["rip"]
+        if rip in (USER_STUB_VA, KERNEL_STUB_VA):
+            regs.update(rip=regs["rcx"] - 2, rflags=regs["r11"])
+            return regs
+        if rip - KERNEL_STUB_VA in KERNEL_STUB_SYSRETS:
+            regs.update(rip=regs["rcx"], rflags=regs["r11"])
+            return regs
+        frame = None
+        if rip == IRET_STUB_VA:
+            frame = regs["rsp"]
+        elif EXC_STUBS_VA <= rip < EXC_STUBS_VA + 32 * EXCEPTION_STUB_SIZE:
+            vector, at = divmod(rip - EXC_STUBS_VA, EXCEPTION_STUB_SIZE)
+            has_error = vector in EXCEPTIONS_WITH_ERROR_CODE
+            if at == 2:
+                frame = regs["rsp"] + (8 if has_error else 0)
+            elif at == 6 and has_error:
+                frame = regs["rsp"]
+        elif not MONITOR_BASE <= rip < MONITOR_BASE + MONITOR_VA_SIZE:
+            return regs
+        if frame is None:
+            return None
+        rip, _cs, rflags, rsp, _ss = self._exception_stack_words(frame, 5)
+        regs.update(rip=rip, rflags=rflags, rsp=rsp)
+        return regs
+
+    def enter_user(self, registers: dict[str, int]) -> None:
+        """Make the next KVM_RUN continue the program with exactly ``registers``."""
+        values = dict(registers)
+        rip = self.reg("rip")
+        in_ring0 = (
+            EXC_STUBS_VA <= rip < EXC_STUBS_VA + 0x1000
+            or KERNEL_STUB_VA <= rip < KERNEL_STUB_VA + 0x1000
+        )
+        if in_ring0:
+            top = BLOCK_IST_TOP - IRET_FRAME_SIZE
+            struct.pack_into(
+                "<5Q",
+                self.machine.phys.ram,
+                self.block_gpa + top,
+                values["rip"] & 0xFFFFFFFFFFFFFFFF,
+                SEL_USER_CS,
+                values["rflags"],
+                values["rsp"] & 0xFFFFFFFFFFFFFFFF,
+                SEL_USER_DS,
+            )
+            # Interrupts stay off in ring 0; iretq loads the program's flags.
+            values.update(rip=IRET_STUB_VA, rsp=self.block_va + top, rflags=0x2)
+        base = _kvm.RUN_SYNC_REGS // 8
+        for i, name in enumerate(_kvm.REG_NAMES):
+            self.run_q[base + i] = values[name] & 0xFFFFFFFFFFFFFFFF
+        self.run_q[_kvm.RUN_DIRTY_REGS // 8] = _kvm.KVM_SYNC_X86_REGS
+
+    def _exception_stack_words(self, rsp: int, count: int) -> tuple[int, ...]:
+        offset = rsp - self.block_va
+        if not BLOCK_IST <= offset <= BLOCK_IST_TOP - 8 * count:
+            raise KvmError(f"exception stack pointer {rsp:#x} is outside the stack")
+        return struct.unpack_from(
+            f"<{count}Q", self.machine.phys.ram, self.block_gpa + offset
+        )
+
+    # ---- x87 and SSE state ------------------------------------------------------
+
+    def fxsave(self) -> bytes:
+        """The x87/SSE state as the 512-byte image FXSAVE writes (KVM_GET_FPU)."""
+        fpu = _kvm.kvm_fpu()
+        ioctl(self.fd, _kvm.KVM_GET_FPU, fpu)
+        image = bytearray(FXSAVE_SIZE)
+        FXSAVE_HEADER.pack_into(
+            image,
+            0,
+            fpu.fcw,
+            fpu.fsw,
+            fpu.ftwx,
+            fpu.last_opcode,
+            fpu.last_ip,
+            fpu.last_dp,
+            fpu.mxcsr,
+            MXCSR_MASK,
+        )
+        image[32:160] = bytes(fpu.fpr)
+        image[160:416] = bytes(fpu.xmm)
+        return bytes(image)
+
+    def fxrstor(self, image: bytes) -> None:
+        """Load x87/SSE state from a 512-byte FXSAVE image (KVM_SET_FPU).
+
+        Reserved MXCSR bits are cleared, as Linux does for a signal frame,
+        since loading them would fault.
+        """
+        fcw, fsw, ftw, fop, fip, fdp, mxcsr, _ = FXSAVE_HEADER.unpack_from(image)
+        fpu = _kvm.kvm_fpu()
+        fpu.fcw, fpu.fsw, fpu.ftwx, fpu.last_opcode = fcw, fsw, ftw, fop
+        fpu.last_ip, fpu.last_dp, fpu.mxcsr = fip, fdp, mxcsr & MXCSR_MASK
+        fpu.fpr = (ctypes.c_uint8 * 128).from_buffer_copy(image, 32)
+        fpu.xmm = (ctypes.c_uint8 * 256).from_buffer_copy(image, 160)
+        ioctl(self.fd, _kvm.KVM_SET_FPU, fpu)
+
+    def reset_fpu(self) -> None:
+        """The x87/SSE state of a new process: FCW 0x37F, MXCSR 0x1F80."""
+        fpu = _kvm.kvm_fpu()
+        fpu.fcw = 0x37F
+        fpu.mxcsr = 0x1F80
+        ioctl(self.fd, _kvm.KVM_SET_FPU, fpu)
 
     def kick(self) -> None:
         """Make the current or next KVM_RUN return at once (immediate_exit)."""

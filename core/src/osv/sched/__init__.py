@@ -7,6 +7,7 @@ from osv.sched._task import (
     RLIM_INFINITY,
     Process,
     ProcessExit,
+    RegistersLoaded,
     Task,
     ThreadExit,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "FutexTable",
     "Process",
     "ProcessExit",
+    "RegistersLoaded",
     "Task",
     "ThreadExit",
     "blocking",

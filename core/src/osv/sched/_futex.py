@@ -9,11 +9,15 @@ FUTEX_BITSET_MATCH_ANY = 0xFFFFFFFF
 
 
 class Waiter:
-    __slots__ = ("bitset", "event")
+    """One thread waiting on a futex word; ``woken`` once FUTEX_WAKE chose it."""
 
-    def __init__(self, bitset: int) -> None:
+    __slots__ = ("address", "bitset", "event", "woken")
+
+    def __init__(self, bitset: int, address: int = 0) -> None:
         self.bitset = bitset
+        self.address = address
         self.event = threading.Event()
+        self.woken = False
 
 
 class FutexTable:
@@ -40,6 +44,7 @@ class FutexTable:
                 break
             if waiter.bitset & bitset:
                 queue.remove(waiter)
+                waiter.woken = True
                 waiter.event.set()
                 woken += 1
         if not queue:
@@ -54,8 +59,18 @@ class FutexTable:
         if not queue:
             self.queues.pop(address, None)
         if moved:
+            for waiter in moved:
+                waiter.address = target
             self.queues[target].extend(moved)
         return woken + len(moved)
+
+    def cancel(self, waiter: Waiter) -> None:
+        """Take a waiter that stops waiting (timeout, signal) off its queue."""
+        queue = self.queues.get(waiter.address)
+        if queue and waiter in queue:
+            queue.remove(waiter)
+            if not queue:
+                del self.queues[waiter.address]
 
     def wake_everyone(self) -> None:
         """The process is ending: release every waiter."""

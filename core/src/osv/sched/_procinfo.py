@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 
+from osv.sched._sigqueue import SIG_IGN, bit
+from osv.sched._task import current_task
+
 
 class ProcessInfo:
     """The kernel's answer to procfs (osv.vfs.ProcProvider) for the current process."""
@@ -13,8 +16,6 @@ class ProcessInfo:
 
     def _caller(self):  # noqa: ANN202
         """The calling guest thread's process, else the last one started."""
-        from osv._kernel import current_task
-
         task = current_task()
         return task.process if task is not None else self.kernel.current
 
@@ -54,13 +55,29 @@ class ProcessInfo:
             ("FDSize", 64),
             ("VmRSS", f"{rss_kb:8d} kB"),
             ("Threads", len(process.tasks)),
-            (
-                "SigBlk",
-                f"{process.tasks[0].signal_mask:016x}" if process.tasks else "0",
-            ),
+            *self._signal_lines(process),
             ("Cpus_allowed_list", f"0-{self.kernel.vcpu_count - 1}"),
         ]
         return "".join(f"{key}:\t{value}\n" for key, value in lines)
+
+    @staticmethod
+    def _signal_lines(process) -> list[tuple[str, str]]:  # noqa: ANN001
+        """SigPnd to SigCgt: the main thread's and the process's signal sets."""
+        main = process.tasks[0] if process.tasks else None
+        ignored = caught = 0
+        for sig, action in process.signal_actions.items():
+            if action.handler == SIG_IGN:
+                ignored |= bit(sig)
+            elif action.catches:
+                caught |= bit(sig)
+        values = [
+            ("SigPnd", main.pending.bits if main else 0),
+            ("ShdPnd", process.pending.bits),
+            ("SigBlk", main.signal_mask if main else 0),
+            ("SigIgn", ignored),
+            ("SigCgt", caught),
+        ]
+        return [(key, f"{value:016x}") for key, value in values]
 
     def stat_text(self) -> str:
         process = self._process

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from osv.sched._futex import FutexTable
+from osv.sched._sigframe import Fault
+from osv.sched._sigqueue import PendingSignals, SigAction
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,28 @@ class ProcessExit(Exception):  # noqa: N818 - a control-flow signal, not an erro
         self.signal = signal
 
 
+class RegistersLoaded(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by a system call that has set all of the thread's registers itself.
+
+    rt_sigreturn ends this way: the fast path must not then write a result
+    to RAX or copy RCX and R11 to RIP and RFLAGS, as it does after every
+    other call. Raising costs nothing on the path of ordinary calls.
+    """
+
+
+# The guest thread a host thread serves (procfs's "self", a signal's sender).
+_current = threading.local()
+
+
+def current_task() -> Task | None:
+    """The guest thread served by the calling host thread (None outside one)."""
+    return getattr(_current, "task", None)
+
+
+def set_current_task(task: Task | None) -> None:
+    _current.task = task
+
+
 @dataclass(eq=False)
 class Process:
     """What all threads of the one application share."""
@@ -66,7 +91,10 @@ class Process:
     rlimits: dict[int, tuple[int, int]] = field(
         default_factory=lambda: dict(DEFAULT_RLIMITS)
     )
-    signal_actions: dict[int, bytes] = field(default_factory=dict)
+    signal_actions: dict[int, SigAction] = field(default_factory=dict)
+    # Signals sent to the whole process, taken by whichever thread can first.
+    pending: PendingSignals = field(default_factory=PendingSignals)
+    real_timer: object = None  # osv.sched._signal.RealTimer, once armed
     start_ns: int = field(default_factory=time.monotonic_ns)
     loaded: object = None  # osv.elf.LoadedProgram of the main program
     interpreter: object = None  # osv.elf.LoadedProgram of the dynamic linker
@@ -97,6 +125,20 @@ class Task:
     robust_list: int = 0
     signal_mask: int = 0
     alt_stack: tuple[int, int, int] = (0, 2, 0)  # ss_sp, ss_flags (SS_DISABLE), size
+    # Signals sent to this thread only (tgkill, faults, SIGPIPE).
+    pending: PendingSignals = field(default_factory=PendingSignals)
+    # The mask to put back once a signal is handled, while a call such as
+    # sigsuspend or ppoll runs with a temporary one.
+    saved_mask: int | None = None
+    # Signals rt_sigtimedwait is waiting for: pending ones wake the thread.
+    waiting_for: int = 0
+    # Set by a wait cut short by a signal: (system call number, True when
+    # SA_RESTART makes it start again after the handler).
+    restart: tuple[int, bool] | None = None
+    # While the thread waits in an interruptible call: what wakes it.
+    waker: Callable[[], None] | None = None
+    # The last CPU exception, as sigcontext reports it (trapno, err, cr2).
+    fault: Fault = field(default_factory=Fault)
     syscalls: list[int] = field(default_factory=lambda: [0])
     thread: threading.Thread | None = None
     start_ns: int = field(default_factory=time.monotonic_ns)

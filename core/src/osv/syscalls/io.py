@@ -5,10 +5,14 @@ from __future__ import annotations
 import errno
 import logging
 import struct
+import threading
 import time
 
 from osv.sched import ThreadExit
+from osv.sched import _signal as signals
 from osv.sched._lock import blocking
+from osv.sched._signal import interrupted, interruptible
+from osv.sched._sigqueue import UNBLOCKABLE
 from osv.syscalls._common import SyscallError, path_arg, read_timespec, s32
 from osv.syscalls._numbers import NUMBERS
 from osv.vfs import EFD_SEMAPHORE, POLLNVAL, EpollFile, EventFile, FsError, make_pipe
@@ -63,23 +67,52 @@ def _revents(t, fd: int, events: int) -> int:  # noqa: ANN001
     return f.poll_ready(events | POLLERR | POLLHUP)
 
 
-def _wait(deadline: float | None, ready, ended=None) -> int:  # noqa: ANN001
+def _wait(t, deadline: float | None, ready) -> int:  # noqa: ANN001
     """Call ``ready()`` until it reports something or the deadline passes.
 
-    ``ended`` (the process's end event) cuts the wait short.
+    A signal to handle cuts the wait short with -EINTR (these calls are
+    never restarted after a handler, signal(7)); so does the end of the
+    program.
     """
-    while True:
-        count = ready()
-        if count or (deadline is not None and time.monotonic() >= deadline):
-            return count
-        pause = POLL_INTERVAL
-        if deadline is not None:
-            pause = min(pause, max(0.0, deadline - time.monotonic()))
-        with blocking():
-            if ended is not None and ended.wait(pause):
+    wake = threading.Event()
+    with interruptible(t, wake.set):
+        while True:
+            wake.clear()
+            count = ready()
+            if count or (deadline is not None and time.monotonic() >= deadline):
+                return count
+            if t.process.ended.is_set():
                 raise ThreadExit()
-            if ended is None:
-                time.sleep(pause)
+            if signals.signal_pending(t):
+                return interrupted(t, restartable=False)
+            pause = POLL_INTERVAL
+            if deadline is not None:
+                pause = min(pause, max(0.0, deadline - time.monotonic()))
+            with blocking():
+                wake.wait(pause)
+
+
+def _with_sigmask(t, sigmask: int, sigsetsize: int, call):  # noqa: ANN001, ANN202
+    """Run a wait with the signal mask the caller gave (ppoll, pselect, epoll_pwait).
+
+    The mask is put back when the call returns, except after EINTR: then
+    the handler's frame saves the original and runs under the temporary one,
+    as Linux does.
+    """
+    if not sigmask:
+        return call()
+    if sigsetsize != 8:
+        raise SyscallError(errno.EINVAL)
+    t.saved_mask = t.signal_mask
+    t.signal_mask = t.mm.read_u64(sigmask) & ~UNBLOCKABLE
+    result = None
+    try:
+        result = call()
+    finally:
+        if result != -errno.EINTR and t.saved_mask is not None:
+            saved, t.saved_mask = t.saved_mask, None
+            signals.set_mask(t, saved)
+    return result
 
 
 def _poll(t, fds_ptr: int, nfds: int, deadline: float | None) -> int:  # noqa: ANN001
@@ -96,7 +129,9 @@ def _poll(t, fds_ptr: int, nfds: int, deadline: float | None) -> int:  # noqa: A
             count += results[i] != 0
         return count
 
-    count = _wait(deadline, ready, t.process.ended)
+    count = _wait(t, deadline, ready)
+    if count < 0:
+        return count
     out = b"".join(
         struct.pack("<ihH", fd, events, results[i])
         for i, (fd, events, _) in enumerate(entries)
@@ -119,9 +154,10 @@ def _timespec_deadline(t, address: int) -> float | None:  # noqa: ANN001
 
 
 def sys_ppoll(t, fds_ptr, nfds, timeout_ptr, sigmask, sigsetsize, *_):  # noqa: ANN001, ANN002
-    # TODO: the signal mask is not swapped during the wait (signals are not
-    # delivered yet, so nothing could interrupt it).
-    return _poll(t, fds_ptr, nfds & 0xFFFFFFFF, _timespec_deadline(t, timeout_ptr))
+    deadline = _timespec_deadline(t, timeout_ptr)
+    return _with_sigmask(
+        t, sigmask, sigsetsize, lambda: _poll(t, fds_ptr, nfds & 0xFFFFFFFF, deadline)
+    )
 
 
 def _select(t, nfds, readfds, writefds, exceptfds, deadline):  # noqa: ANN001, ANN202
@@ -154,7 +190,9 @@ def _select(t, nfds, readfds, writefds, exceptfds, deadline):  # noqa: ANN001, A
                 count += 1
         return count
 
-    count = _wait(deadline, ready, t.process.ended)
+    count = _wait(t, deadline, ready)
+    if count < 0:
+        return count
     for ptr, value in zip((readfds, writefds, exceptfds), results, strict=True):
         if ptr and nbytes:
             t.mm.write(ptr, value.to_bytes(nbytes, "little"))
@@ -172,8 +210,16 @@ def sys_select(t, nfds, readfds, writefds, exceptfds, timeout_ptr, *_):  # noqa:
 
 
 def sys_pselect6(t, nfds, readfds, writefds, exceptfds, timeout_ptr, sigmask):  # noqa: ANN001
-    return _select(
-        t, nfds, readfds, writefds, exceptfds, _timespec_deadline(t, timeout_ptr)
+    deadline = _timespec_deadline(t, timeout_ptr)
+    # The sixth argument points at {const sigset_t *ss; size_t ss_len}.
+    mask_ptr = size = 0
+    if sigmask:
+        mask_ptr, size = struct.unpack("<QQ", t.mm.read(sigmask, 16))
+    return _with_sigmask(
+        t,
+        mask_ptr,
+        size,
+        lambda: _select(t, nfds, readfds, writefds, exceptfds, deadline),
     )
 
 
@@ -233,8 +279,8 @@ def _epoll_wait(t, epfd, events_ptr, max_events, deadline):  # noqa: ANN001, ANN
         found[:] = epoll.ready(max_events)
         return len(found)
 
-    count = _wait(deadline, ready, t.process.ended)
-    if count:
+    count = _wait(t, deadline, ready)
+    if count > 0:
         t.mm.write(events_ptr, b"".join(struct.pack("<IQ", e, d) for e, d in found))
     return count
 
@@ -245,12 +291,23 @@ def sys_epoll_wait(t, epfd, events, max_events, timeout_ms, *_):  # noqa: ANN001
     return _epoll_wait(t, epfd, events, max_events, deadline)
 
 
-def sys_epoll_pwait(t, epfd, events, max_events, timeout_ms, sigmask, *_):  # noqa: ANN001, ANN002
-    return sys_epoll_wait(t, epfd, events, max_events, timeout_ms)
+def sys_epoll_pwait(t, epfd, events, max_events, timeout_ms, sigmask, sigsetsize):  # noqa: ANN001
+    return _with_sigmask(
+        t,
+        sigmask,
+        sigsetsize,
+        lambda: sys_epoll_wait(t, epfd, events, max_events, timeout_ms),
+    )
 
 
-def sys_epoll_pwait2(t, epfd, events, max_events, timeout_ptr, sigmask, *_):  # noqa: ANN001, ANN002
-    return _epoll_wait(t, epfd, events, max_events, _timespec_deadline(t, timeout_ptr))
+def sys_epoll_pwait2(t, epfd, events, max_events, timeout_ptr, sigmask, sigsetsize):  # noqa: ANN001
+    deadline = _timespec_deadline(t, timeout_ptr)
+    return _with_sigmask(
+        t,
+        sigmask,
+        sigsetsize,
+        lambda: _epoll_wait(t, epfd, events, max_events, deadline),
+    )
 
 
 # ---- extended attributes -----------------------------------------------------

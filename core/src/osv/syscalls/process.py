@@ -1,4 +1,4 @@
-"""Process, identity, time, randomness, limits and signal-bookkeeping calls."""
+"""Process, identity, time, randomness, limits, timers and signal calls."""
 
 from __future__ import annotations
 
@@ -7,10 +7,25 @@ import logging
 import os
 import resource
 import struct
+import threading
 import time
 
-from osv.sched import RLIM_INFINITY, ProcessExit, ThreadExit
+from osv.sched import RLIM_INFINITY, ThreadExit
+from osv.sched import _signal as signals
 from osv.sched._lock import blocking
+from osv.sched._signal import RealTimer, SignalError, interrupted, interruptible
+from osv.sched._sigqueue import (
+    NSIG,
+    SI_TKILL,
+    SI_USER,
+    SIGINFO_SIZE,
+    SIGKILL,
+    SIGSTOP,
+    UNBLOCKABLE,
+    SigAction,
+    first_signal,
+    siginfo,
+)
 from osv.syscalls._common import SyscallError, read_timespec, s32, s64, unsupported
 from osv.syscalls._numbers import NUMBERS
 
@@ -25,55 +40,104 @@ UID = 0
 GID = 0
 
 
-# ---- ending ----------------------------------------------------------------
+# ---- sending signals -------------------------------------------------------
 
 
-SIGABRT = 6
-SIGKILL = 9
-
-
-# Signals whose default action is to do nothing (signal(7)).
-IGNORED_BY_DEFAULT = frozenset({17, 18, 23, 28})  # SIGCHLD SIGCONT SIGURG SIGWINCH
-SIG_IGN = 1
-
-
-def _deliver_default(t, sig: int) -> int:  # noqa: ANN001
-    """A signal the program sends itself: run its default action."""
-    if sig == 0:
-        return 0
-    if not 1 <= sig <= NSIG:
+def _check_signal(sig: int) -> None:
+    if not 0 <= sig <= NSIG:
         raise SyscallError(errno.EINVAL)
-    action = t.process.signal_actions.get(sig)
-    handler = int.from_bytes(action[:8], "little") if action else 0
-    if handler == SIG_IGN or (handler == 0 and sig in IGNORED_BY_DEFAULT):
-        return 0
-    if handler != 0:
-        # TODO: invoking a program's signal handler needs a signal frame on
-        # its stack; until then the signal is dropped (the program goes on),
-        # which keeps runtimes that signal themselves (Go's SIGURG
-        # preemption, say) working.
-        unsupported(f"delivery of signal {sig} to its handler")
-        return 0
-    # TODO: handlers installed with rt_sigaction are not invoked yet; the
-    # default action (termination) is taken for every signal sent.
-    raise ProcessExit(128 + sig, signal=sig)
+
+
+def _process(t, pid: int):  # noqa: ANN001, ANN202 - an osv.sched.Process
+    """The running program with this pid (each one leads its own group)."""
+    for process in t.kernel.processes:
+        if process.pid == pid:
+            return process
+    raise SyscallError(errno.ESRCH)
+
+
+def _thread(t, tid: int, process=None):  # noqa: ANN001, ANN202 - an osv.sched.Task
+    processes = [process] if process is not None else t.kernel.processes
+    for candidate in processes:
+        for task in candidate.tasks:
+            if task.tid == tid:
+                return task
+    raise SyscallError(errno.ESRCH)
 
 
 def sys_kill(t, pid, sig, *_):  # noqa: ANN001, ANN002
-    pid = s32(pid)
-    if pid not in (t.process.pid, 0, -1):
+    pid, sig = s32(pid), s32(sig)
+    _check_signal(sig)
+    own = t.process
+    if pid == -1:
+        # Every process the caller may signal except itself (and init).
+        targets = [p for p in t.kernel.processes if p is not own]
+    elif pid in (0, own.pid, -own.pid):
+        targets = [own]
+    else:
+        targets = [_process(t, abs(pid))]
+    if not targets:
         raise SyscallError(errno.ESRCH)
-    return _deliver_default(t, s32(sig))
+    if sig:
+        info = siginfo(sig, SI_USER, pid=own.pid, uid=UID)
+        for process in targets:
+            signals.send_to_process(process, sig, info)
+    return 0
 
 
 def sys_tgkill(t, tgid, tid, sig, *_):  # noqa: ANN001, ANN002
-    if s32(tgid) != t.process.pid or s32(tid) not in {x.tid for x in t.process.tasks}:
-        raise SyscallError(errno.ESRCH)
-    return _deliver_default(t, s32(sig))
+    tgid, tid, sig = s32(tgid), s32(tid), s32(sig)
+    if tgid <= 0 or tid <= 0:
+        raise SyscallError(errno.EINVAL)
+    _check_signal(sig)
+    task = _thread(t, tid, _process(t, tgid))
+    if sig:
+        info = siginfo(sig, SI_TKILL, pid=t.process.pid, uid=UID)
+        signals.send_to_thread(task, sig, info)
+    return 0
 
 
 def sys_tkill(t, tid, sig, *_):  # noqa: ANN001, ANN002
-    return sys_tgkill(t, t.process.pid, tid, sig)
+    tid, sig = s32(tid), s32(sig)
+    if tid <= 0:
+        raise SyscallError(errno.EINVAL)
+    _check_signal(sig)
+    task = _thread(t, tid)
+    if sig:
+        info = siginfo(sig, SI_TKILL, pid=t.process.pid, uid=UID)
+        signals.send_to_thread(task, sig, info)
+    return 0
+
+
+def _queued_info(t, sig: int, uinfo: int, same_process: bool) -> bytes:  # noqa: ANN001
+    info = bytearray(t.mm.read(uinfo, SIGINFO_SIZE))
+    code = int.from_bytes(info[8:12], "little", signed=True)
+    # Only the kernel may claim a positive si_code (or SI_TKILL) to others.
+    if (code >= 0 or code == SI_TKILL) and not same_process:
+        raise SyscallError(errno.EPERM)
+    info[0:4] = sig.to_bytes(4, "little")
+    return bytes(info)
+
+
+def sys_rt_sigqueueinfo(t, tgid, sig, uinfo, *_):  # noqa: ANN001, ANN002
+    sig = s32(sig)
+    _check_signal(sig)
+    process = _process(t, s32(tgid))
+    info = _queued_info(t, sig, uinfo, process is t.process)
+    if sig:
+        signals.send_to_process(process, sig, info)
+    return 0
+
+
+def sys_rt_tgsigqueueinfo(t, tgid, tid, sig, uinfo, *_):  # noqa: ANN001, ANN002
+    sig = s32(sig)
+    _check_signal(sig)
+    process = _process(t, s32(tgid))
+    task = _thread(t, s32(tid), process)
+    info = _queued_info(t, sig, uinfo, process is t.process)
+    if sig:
+        signals.send_to_thread(task, sig, info)
+    return 0
 
 
 # ---- identity ----------------------------------------------------------------
@@ -304,24 +368,39 @@ def sys_time(t, tloc, *_):  # noqa: ANN001, ANN002
     return now
 
 
-def _sleep_until(t, deadline_ns: int, clock: int) -> None:  # noqa: ANN001
-    # Waiting on the process's end event rather than sleeping lets the end
-    # of the program (exit_group in another thread, a shutdown request)
-    # cut the sleep short.
-    ended = t.process.ended
-    with blocking():
+def _sleep_until(t, deadline_ns: int, clock: int) -> int:  # noqa: ANN001
+    """Sleep until the deadline; the time left when a signal cut it short."""
+    # Waiting on an event rather than sleeping lets a signal, or the end of
+    # the program (exit_group in another thread, a shutdown request), cut
+    # the sleep short.
+    wake = threading.Event()
+    with interruptible(t, wake.set):
         while True:
+            wake.clear()
+            if t.process.ended.is_set():
+                raise ThreadExit()
             remaining = deadline_ns - time.clock_gettime_ns(clock)
             if remaining <= 0:
-                return
-            if ended.wait(remaining / 1e9):
-                raise ThreadExit()
+                return 0
+            if signals.signal_pending(t):
+                return remaining
+            with blocking():
+                wake.wait(remaining / 1e9)
+
+
+def _write_timespec(t, address: int, ns: int) -> None:  # noqa: ANN001
+    t.mm.write(address, struct.pack("<qq", ns // 1_000_000_000, ns % 1_000_000_000))
 
 
 def sys_nanosleep(t, req, rem, *_):  # noqa: ANN001, ANN002
     duration = read_timespec(t, req)
-    _sleep_until(t, time.monotonic_ns() + duration, time.CLOCK_MONOTONIC)
-    return 0
+    left = _sleep_until(t, time.monotonic_ns() + duration, time.CLOCK_MONOTONIC)
+    if not left:
+        return 0
+    if rem:
+        _write_timespec(t, rem, left)
+    # A sleep a handler interrupted is never restarted (signal(7)).
+    return interrupted(t, restartable=False)
 
 
 TIMER_ABSTIME = 1
@@ -334,10 +413,84 @@ def sys_clock_nanosleep(t, clock, flags, req, rem, *_):  # noqa: ANN001, ANN002
         return -errno.EINVAL
     value = read_timespec(t, req)
     if s32(flags) & TIMER_ABSTIME:
-        _sleep_until(t, value, host)
+        left = _sleep_until(t, value, host)
     else:
-        _sleep_until(t, time.clock_gettime_ns(host) + value, host)
+        left = _sleep_until(t, time.clock_gettime_ns(host) + value, host)
+        if left and rem:
+            _write_timespec(t, rem, left)
+    return interrupted(t, restartable=False) if left else 0
+
+
+# ---- interval timers -----------------------------------------------------------
+
+ITIMER_REAL = 0
+ITIMER_VIRTUAL = 1
+ITIMER_PROF = 2
+
+
+def _real_timer(t) -> RealTimer:  # noqa: ANN001
+    process = t.process
+    if process.real_timer is None:
+        process.real_timer = RealTimer(process)
+    return process.real_timer
+
+
+def _check_itimer(which: int) -> None:
+    if which in (ITIMER_VIRTUAL, ITIMER_PROF):
+        # They count the program's CPU time, which the host does not split
+        # out per program; ITIMER_REAL is the one offered.
+        unsupported("ITIMER_VIRTUAL and ITIMER_PROF timers")
+        raise SyscallError(errno.EINVAL)
+    if which != ITIMER_REAL:
+        raise SyscallError(errno.EINVAL)
+
+
+def _itimerval(value_ns: int, interval_ns: int) -> bytes:
+    """struct itimerval: it_interval, then it_value, each {tv_sec, tv_usec}."""
+    return struct.pack(
+        "<qqqq",
+        interval_ns // 1_000_000_000,
+        interval_ns % 1_000_000_000 // 1000,
+        value_ns // 1_000_000_000,
+        value_ns % 1_000_000_000 // 1000,
+    )
+
+
+def sys_getitimer(t, which, value, *_):  # noqa: ANN001, ANN002
+    _check_itimer(s32(which))
+    timer = t.process.real_timer
+    remaining, interval = timer.get() if timer is not None else (0, 0)
+    t.mm.write(value, _itimerval(remaining, interval))
     return 0
+
+
+def sys_setitimer(t, which, new, old, *_):  # noqa: ANN001, ANN002
+    _check_itimer(s32(which))
+    value_ns = interval_ns = 0
+    if new:
+        fields = struct.unpack("<qqqq", t.mm.read(new, 32))
+        if (
+            any(f < 0 for f in fields)
+            or fields[1] >= 1_000_000
+            or fields[3] >= 1_000_000
+        ):
+            raise SyscallError(errno.EINVAL)
+        interval_ns = fields[0] * 1_000_000_000 + fields[1] * 1000
+        value_ns = fields[2] * 1_000_000_000 + fields[3] * 1000
+    previous = _real_timer(t).set(value_ns, interval_ns)
+    if old:
+        t.mm.write(old, _itimerval(*previous))
+    return 0
+
+
+def sys_alarm(t, seconds, *_):  # noqa: ANN001, ANN002
+    remaining, _interval = _real_timer(t).set((seconds & 0xFFFFFFFF) * 10**9, 0)
+    whole, rest = divmod(remaining, 1_000_000_000)
+    # Linux rounds the seconds left to the nearest, and never reports a
+    # pending alarm as 0.
+    if rest >= 500_000_000 or (not whole and rest):
+        whole += 1
+    return whole
 
 
 def sys_times(t, buf, *_):  # noqa: ANN001, ANN002
@@ -468,64 +621,145 @@ def sys_setrlimit(t, resource_id, new, *_):  # noqa: ANN001, ANN002
     return sys_prlimit64(t, 0, resource_id, new, 0)
 
 
-# ---- signal bookkeeping ----------------------------------------------------
+# ---- dispositions, masks and waiting for signals ---------------------------------
 
-SIG_SETMASK = 2
 SIG_BLOCK = 0
 SIG_UNBLOCK = 1
-NSIG = 64
+SIG_SETMASK = 2
 SIGACTION_SIZE = 32
+SIGSET_SIZE = 8
 
 
 def sys_rt_sigaction(t, sig, act, oldact, sigsetsize, *_):  # noqa: ANN001, ANN002
     sig = s32(sig)
-    if not 1 <= sig <= NSIG or sig in (SIGKILL, 19) or sigsetsize != 8:
+    if not 1 <= sig <= NSIG or sigsetsize != SIGSET_SIZE:
         raise SyscallError(errno.EINVAL)
-    actions = t.process.signal_actions
+    if act and sig in (SIGKILL, SIGSTOP):
+        raise SyscallError(errno.EINVAL)
+    new = SigAction.unpack(t.mm.read(act, SIGACTION_SIZE)) if act else None
+    old = signals.action(t.process, sig)
+    if new is not None:
+        signals.set_action(t.process, sig, new)
     if oldact:
-        t.mm.write(oldact, actions.get(sig, bytes(SIGACTION_SIZE)))
-    if act:
-        # TODO: the handler is recorded but never invoked; signals the
-        # program raises take their default action.
-        actions[sig] = t.mm.read(act, SIGACTION_SIZE)
+        t.mm.write(oldact, old.pack())
     return 0
 
 
 def sys_rt_sigprocmask(t, how, new, old, sigsetsize, *_):  # noqa: ANN001, ANN002
-    if sigsetsize != 8:
+    if sigsetsize != SIGSET_SIZE:
         raise SyscallError(errno.EINVAL)
     current = t.signal_mask
-    if old:
-        t.mm.write_u64(old, current)
     if new:
-        value = t.mm.read_u64(new) & ~((1 << (SIGKILL - 1)) | (1 << 18))
+        value = t.mm.read_u64(new)
         how = s32(how)
         if how == SIG_BLOCK:
-            t.signal_mask = current | value
+            mask = current | value
         elif how == SIG_UNBLOCK:
-            t.signal_mask = current & ~value
+            mask = current & ~value
         elif how == SIG_SETMASK:
-            t.signal_mask = value
+            mask = value
         else:
             raise SyscallError(errno.EINVAL)
+        # A signal this unblocks is delivered before the call returns.
+        signals.set_mask(t, mask)
+    if old:
+        t.mm.write_u64(old, current)
     return 0
 
 
-SS_DISABLE = 2
-MINSIGSTKSZ = 2048
+def sys_rt_sigpending(t, uset, sigsetsize, *_):  # noqa: ANN001, ANN002
+    if sigsetsize > SIGSET_SIZE:
+        raise SyscallError(errno.EINVAL)
+    pending = (t.pending.bits | t.process.pending.bits) & t.signal_mask
+    t.mm.write(uset, pending.to_bytes(SIGSET_SIZE, "little")[:sigsetsize])
+    return 0
+
+
+def _wait_for_handler(t) -> int:  # noqa: ANN001
+    """Sleep until a signal is to be handled (pause, sigsuspend): -EINTR."""
+    wake = threading.Event()
+    with interruptible(t, wake.set):
+        while True:
+            wake.clear()
+            if t.process.ended.is_set():
+                raise ThreadExit()
+            if signals.signal_pending(t):
+                return interrupted(t, restartable=False)
+            with blocking():
+                wake.wait()
+
+
+def sys_pause(t, *_):  # noqa: ANN001, ANN002
+    return _wait_for_handler(t)
+
+
+def sys_rt_sigsuspend(t, mask, sigsetsize, *_):  # noqa: ANN001, ANN002
+    if sigsetsize != SIGSET_SIZE:
+        raise SyscallError(errno.EINVAL)
+    temporary = t.mm.read_u64(mask) & ~UNBLOCKABLE
+    # The handler's frame saves the mask from before the call, so that its
+    # return puts that one back.
+    t.saved_mask = t.signal_mask
+    t.signal_mask = temporary
+    return _wait_for_handler(t)
+
+
+def sys_rt_sigtimedwait(t, these, info, timeout, sigsetsize, *_):  # noqa: ANN001, ANN002
+    if sigsetsize != SIGSET_SIZE:
+        raise SyscallError(errno.EINVAL)
+    wanted = t.mm.read_u64(these) & ~UNBLOCKABLE
+    deadline = None
+    if timeout:
+        deadline = time.monotonic_ns() + read_timespec(t, timeout)
+    wake = threading.Event()
+    with interruptible(t, wake.set):
+        while True:
+            wake.clear()
+            if t.process.ended.is_set():
+                raise ThreadExit()
+            available = (t.pending.bits | t.process.pending.bits) & wanted
+            if available:
+                sig = first_signal(available)
+                taken = signals.take(t, sig)
+                if info:
+                    t.mm.write(info, taken)
+                return sig
+            if signals.deliverable(t):
+                return interrupted(t, restartable=False)
+            remaining = None
+            if deadline is not None:
+                remaining = (deadline - time.monotonic_ns()) / 1e9
+                if remaining <= 0:
+                    return -errno.EAGAIN
+            # Meanwhile a signal of the set wakes the thread even though the
+            # program blocks it, as it normally does for sigwait.
+            t.waiting_for = wanted
+            try:
+                with blocking():
+                    wake.wait(remaining)
+            finally:
+                t.waiting_for = 0
+
+
+def sys_rt_sigreturn(t, *_):  # noqa: ANN001, ANN002
+    signals.sigreturn(t)
+
+
+STACK_T = struct.Struct("<QI4xQ")  # ss_sp, ss_flags, ss_size
 
 
 def sys_sigaltstack(t, new, old, *_):  # noqa: ANN001, ANN002
+    sp = t.vcpu.reg("rsp")
+    requested = STACK_T.unpack(t.mm.read(new, STACK_T.size)) if new else None
+    alt_sp, _flags, size = t.alt_stack
+    previous = STACK_T.pack(alt_sp, signals.alt_stack_flags(t, sp), size)
+    if requested is not None:
+        try:
+            signals.change_alt_stack(t, requested, sp)
+        except SignalError as exc:
+            raise SyscallError(exc.errno) from None
     if old:
-        sp, flags, size = t.alt_stack
-        t.mm.write(old, struct.pack("<QiiQ", sp, flags, 0, size))
-    if new:
-        sp, flags, _pad, size = struct.unpack("<QiiQ", t.mm.read(new, 24))
-        if flags & ~SS_DISABLE:
-            raise SyscallError(errno.EINVAL)
-        if not flags & SS_DISABLE and size < MINSIGSTKSZ:
-            raise SyscallError(errno.ENOMEM)
-        t.alt_stack = (sp, flags, size)
+        t.mm.write(old, previous)
     return 0
 
 

@@ -8,8 +8,10 @@ import struct
 import time
 
 from osv.sched import FutexTable, ProcessExit, ThreadExit
+from osv.sched import _signal as signals
 from osv.sched._futex import Waiter
 from osv.sched._lock import blocking
+from osv.sched._signal import interrupted, interruptible
 from osv.syscalls._common import SyscallError, read_timespec, s32, unsupported
 from osv.syscalls._numbers import NUMBERS
 
@@ -151,21 +153,9 @@ def sys_futex(t, uaddr, op, val, timeout, uaddr2, val3):  # noqa: ANN001
         current = struct.unpack("<I", t.mm.read(uaddr, 4))[0]
         if current != val & 0xFFFFFFFF:
             return -errno.EAGAIN
-        waiter = Waiter(bitset)
+        waiter = Waiter(bitset, uaddr)
         table.queues[uaddr].append(waiter)
-        with blocking():
-            if deadline is None:
-                woken = waiter.event.wait()
-            else:
-                woken = waiter.event.wait(max(0.0, deadline - time.monotonic()))
-        if table.closed:
-            raise ThreadExit()
-        if not woken:
-            queue = table.queues.get(uaddr)
-            if queue and waiter in queue:
-                queue.remove(waiter)
-            return -errno.ETIMEDOUT
-        return 0
+        return _futex_wait(t, table, waiter, deadline)
     if cmd in (FUTEX_REQUEUE, FUTEX_CMP_REQUEUE):
         if cmd == FUTEX_CMP_REQUEUE:
             current = struct.unpack("<I", t.mm.read(uaddr, 4))[0]
@@ -174,6 +164,31 @@ def sys_futex(t, uaddr, op, val, timeout, uaddr2, val3):  # noqa: ANN001
         # For the requeue operations the timeout argument carries val2.
         return table.requeue(uaddr, s32(val), uaddr2, timeout & 0x7FFFFFFF)
     return unsupported(f"futex operation {cmd}")
+
+
+def _futex_wait(t, table: FutexTable, waiter: Waiter, deadline: float | None) -> int:  # noqa: ANN001
+    """Wait for FUTEX_WAKE, the timeout, a signal or the end of the program."""
+    with interruptible(t, waiter.event.set):
+        while True:
+            # Cleared before the checks: a wake after them sets it again.
+            waiter.event.clear()
+            if waiter.woken:
+                return 0
+            if table.closed:
+                raise ThreadExit()
+            if signals.signal_pending(t):
+                table.cancel(waiter)
+                # Without a timeout Linux restarts the wait under SA_RESTART;
+                # with one it fails with EINTR.
+                return interrupted(t, restartable=deadline is None)
+            if deadline is not None and time.monotonic() >= deadline:
+                table.cancel(waiter)
+                return -errno.ETIMEDOUT
+            with blocking():
+                if deadline is None:
+                    waiter.event.wait()
+                else:
+                    waiter.event.wait(max(0.0, deadline - time.monotonic()))
 
 
 SYSCALLS = {
