@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -242,3 +243,20 @@ def test_one_program_with_data_files_is_the_default_command_line(
                 "--from-host", str(data), "--from-host", BUSYBOX)  # fmt: skip
     assert built.returncode == 0, built.stderr
     assert f"Cmdline: {BUSYBOX}\n" in osv("run", str(path)).stdout
+
+
+def test_boot_reports_kvm_s_own_counters_of_the_run(image: Path) -> None:
+    """KVM's statistics: every exit of the run, of which system calls are part."""
+    from osv.boot._sequence import BootConfig, Console, boot
+
+    result = boot(
+        BootConfig(image=str(image), cmdline=f"{BUSYBOX} true"),
+        Console(io.StringIO()),
+    )
+    if not result.kvm:
+        pytest.skip("this KVM offers no binary statistics")
+    assert result.status == 0 and result.syscalls > 0
+    # Each system call is one doorbell (MMIO) exit on PVM, or one port exit.
+    served = result.kvm.get("mmio_exits", 0) + result.kvm.get("io_exits", 0)
+    assert served >= result.syscalls
+    assert result.kvm["exits"] >= served

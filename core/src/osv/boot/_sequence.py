@@ -78,6 +78,9 @@ class BootResult:
     faults: int = 0
     boot_ns: int = 0
     first_instruction_ns: int = 0
+    #: KVM's own counters over the boot, summed over the vCPUs (``exits``,
+    #: ``pf_fixed``, ...); empty where KVM does not offer them.
+    kvm: dict[str, int] = field(default_factory=dict)
 
 
 class Console:
@@ -280,6 +283,7 @@ def _boot_image(
                 kernel.terminate(process)
                 process.ended.wait()
         result.reboot = kernel.reboot_requested
+        result.kvm = kernel.machine.kvm_counters()
         _plugins.run_shutdown(plugins, kernel)
         _unmount_all(kernel)
         if options.verbose:

@@ -10,6 +10,7 @@ import struct
 from osv.hv import _kvm
 from osv.hv._dispatch import SYSCALL_PORT, TRAP_DOORBELL, TRAP_PORT
 from osv.hv._kvm import KvmError, ioctl
+from osv.hv._stats import open_stats
 
 logger = logging.getLogger(__name__)
 
@@ -418,6 +419,20 @@ class Machine:
                 f"port {port:#x})"
             )
         return self.trap
+
+    def kvm_counters(self) -> dict[str, int]:
+        """KVM's cumulative counters, summed over every vCPU (empty if not offered)."""
+        totals: dict[str, int] = {}
+        for vcpu in self.vcpus:
+            stats = open_stats(vcpu.fd)
+            if stats is None:
+                return {}
+            try:
+                for name, value in stats.read().items():
+                    totals[name] = totals.get(name, 0) + value
+            finally:
+                stats.close()
+        return totals
 
     @property
     def lstar(self) -> int:
