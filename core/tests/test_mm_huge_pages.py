@@ -144,3 +144,39 @@ def test_adjacent_pieces_of_one_file_mapping_show_as_one_maps_line(phys):
     lines = aspace.maps_text().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(f"{VA:08x}-{VA + (4 << 20):08x} r--p 00000000 08:01 9")
+
+
+@pytest.mark.parametrize("operation", ["unmap", "protect", "fixed"])
+def test_changing_the_middle_of_an_area_leaves_the_rest_alone(phys, operation):
+    aspace = AddressSpace(phys)
+    aspace.map_area(VA, 16 * PAGE_SIZE, PROT_READ | PROT_WRITE)
+    for i in range(16):
+        aspace.write(VA + i * PAGE_SIZE, bytes([i + 1]))
+    middle = VA + 3 * PAGE_SIZE
+    if operation == "unmap":
+        aspace.unmap(middle, PAGE_SIZE)
+    elif operation == "protect":
+        aspace.protect(middle, PAGE_SIZE, 0)
+    else:
+        aspace.unmap(middle, PAGE_SIZE)
+        aspace.map_area(middle, PAGE_SIZE, PROT_READ | PROT_WRITE)
+    rw = PROT_READ | PROT_WRITE
+    expected = {
+        "unmap": [(VA, middle, rw), (middle + PAGE_SIZE, VA + 16 * PAGE_SIZE, rw)],
+        "protect": [
+            (VA, middle, rw),
+            (middle, middle + PAGE_SIZE, 0),
+            (middle + PAGE_SIZE, VA + 16 * PAGE_SIZE, rw),
+        ],
+        "fixed": [
+            (VA, middle, rw),
+            (middle, middle + PAGE_SIZE, rw),
+            (middle + PAGE_SIZE, VA + 16 * PAGE_SIZE, rw),
+        ],
+    }[operation]
+    assert [(a.start, a.end, a.prot) for a in aspace.areas] == expected
+    for i in (0, 2, 4, 15):
+        assert aspace.read(VA + i * PAGE_SIZE, 1) == bytes([i + 1])
+        assert aspace.pt.lookup(VA + i * PAGE_SIZE) & PTE_RW
+    if operation != "fixed":
+        assert not aspace.pt.lookup(middle) & PTE_P

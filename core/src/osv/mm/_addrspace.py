@@ -202,7 +202,9 @@ class AddressSpace:
         changed = False
         for area in self._overlapping(start, end):
             if area.start < start:
-                self.areas.append(area.split_at(start))
+                # The part from ``start`` on may itself reach past ``end``.
+                area = area.split_at(start)
+                self.areas.append(area)
                 changed = True
             if area.end > end and area.start < end:
                 self.areas.append(area.split_at(end))

@@ -1,0 +1,98 @@
+"""munmap, mprotect and MAP_FIXED on the middle of a mapping, against native Linux."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists("/dev/kvm"), reason="boots VMs: needs /dev/kvm"
+)
+
+# Maps 16 pages (anonymous or of a file), changes page 3 only, then probes
+# every page, catching faults with a SIGSEGV handler.
+PROBE = r"""
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static sigjmp_buf jump;
+static void on_fault(int sig) { siglongjmp(jump, 1); }
+static int probe(char *p) {
+    if (sigsetjmp(jump, 1)) return -1;
+    return *(volatile char *)p;
+}
+
+int main(int argc, char **argv) {
+    signal(SIGSEGV, on_fault);
+    const char *what = argv[1];
+    long pg = 4096;
+    char *c;
+    if (argc > 2) {
+        int fd = open(argv[2], O_RDONLY);
+        c = mmap(0, 16 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    } else {
+        c = mmap(0, 16 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                 -1, 0);
+        for (int i = 0; i < 16; i++) c[i * pg] = i + 1;
+    }
+    char *middle = c + 3 * pg;
+    if (!strcmp(what, "munmap")) munmap(middle, pg);
+    if (!strcmp(what, "mprotect")) mprotect(middle, pg, PROT_NONE);
+    if (!strcmp(what, "restore")) {
+        mprotect(middle, pg, PROT_NONE);
+        mprotect(middle, pg, PROT_READ | PROT_WRITE);
+    }
+    if (!strcmp(what, "readonly")) mprotect(middle, 2 * pg, PROT_READ);
+    if (!strcmp(what, "fixed"))
+        mmap(middle, pg, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    for (int i = 0; i < 16; i++) printf("%d:%d ", i, probe(c + i * pg));
+    printf("\n");
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def prober(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    work = tmp_path_factory.mktemp("splits")
+    source = work / "probe.c"
+    source.write_text(PROBE)
+    program = work / "probe"
+    subprocess.run(["gcc", "-O1", "-static", "-o", program, source], check=True)
+    data = work / "pages.bin"
+    data.write_bytes(b"".join(bytes([i + 1]) * 4096 for i in range(16)))
+    image = work / "probe.img"
+    built = subprocess.run(
+        [sys.executable, "-m", "osv", "build", "--fs", "ramfs", "--format", "raw",
+         "-o", str(image), "--from-host", str(program), "--from-host", str(data)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    return program, data, image
+
+
+@pytest.mark.parametrize("what", ["munmap", "mprotect", "restore", "readonly", "fixed"])
+@pytest.mark.parametrize("backing", ["anonymous", "file"])
+def test_changing_one_page_of_a_mapping_changes_only_that_page(prober, what, backing):
+    program, data, image = prober
+    argv = [str(program), what] + ([str(data)] if backing == "file" else [])
+    native = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert native.returncode == 0, native.stderr
+    ours = subprocess.run(
+        [sys.executable, "-m", "osv", "run", "-m", "256M", "-e", " ".join(argv),
+         str(image)],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert ours.returncode == 0, ours.stdout + ours.stderr
+    assert ours.stdout.splitlines()[-1].strip() == native.stdout.strip()
