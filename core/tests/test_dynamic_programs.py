@@ -6,10 +6,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from guest import native, osv, program_output
 
 PYTHON = "/usr/bin/python3.11"
 STDLIB = "/usr/lib/python3.11"
@@ -22,35 +22,6 @@ COREUTILS = [
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/dev/kvm"), reason="these tests boot VMs and need /dev/kvm"
 )
-
-
-def osv(*args: str, stdin=None) -> subprocess.CompletedProcess[str]:  # noqa: ANN001
-    return subprocess.run(
-        [sys.executable, "-m", "osv", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=stdin if stdin is not None else subprocess.DEVNULL,
-    )
-
-
-def program_output(stdout: str) -> str:
-    lines = stdout.splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        if line.startswith("Cmdline: "):
-            return "".join(lines[i + 1 :])
-    raise AssertionError(f"no Cmdline line in console output:\n{stdout}")
-
-
-def native(argv: list[str], stdin=None) -> subprocess.CompletedProcess[str]:  # noqa: ANN001
-    return subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        env={},
-        timeout=120,
-        stdin=stdin if stdin is not None else subprocess.DEVNULL,
-    )
 
 
 @pytest.fixture(scope="module")

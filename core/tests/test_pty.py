@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from guest import native, osv, program_output
 
 from osv.vfs import (
     O_NOCTTY,
@@ -578,36 +578,6 @@ os.close(m)
 """
 
 
-def osv(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "osv", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def program_output(stdout: str) -> str:
-    """The program's own output: what follows the kernel's `Cmdline:` line."""
-    lines = stdout.splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        if line.startswith("Cmdline: "):
-            return "".join(lines[i + 1 :])
-    raise AssertionError(f"no Cmdline line in console output:\n{stdout}")
-
-
-def native(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        env={},
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 @pytest.fixture(scope="module")
 def pty_check(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("pty")
@@ -635,7 +605,7 @@ def same_in_vm_and_natively(image: Path, program: Path, scenario: str) -> str:
     """Run ``program scenario`` in the VM and natively; both must print the
     same lines and exit alike. Returns the output."""
     vm = osv("run", str(image), "-e", f"{program} {scenario}")
-    expected = native([str(program), scenario])
+    expected = native([str(program), scenario], timeout=60)
     assert expected.returncode == 0, expected.stdout + expected.stderr
     assert program_output(vm.stdout) == expected.stdout, vm.stderr[-3000:]
     assert vm.returncode == expected.returncode
@@ -756,7 +726,7 @@ def test_python_openpty_round_trip_matches_native(
                 "--manifest", str(manifest), "--cmdline", "/bin/true")  # fmt: skip
     assert built.returncode == 0, built.stderr
     vm = osv("run", str(image), "-e", f"{PYTHON} {script}")
-    expected = native([PYTHON, str(script)])
+    expected = native([PYTHON, str(script)], timeout=60)
     assert expected.returncode == 0, expected.stderr
     assert program_output(vm.stdout) == expected.stdout, vm.stderr[-3000:]
     assert "slave b'hello\\n'" in expected.stdout

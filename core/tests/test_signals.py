@@ -12,11 +12,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from guest import native as run_native
+from guest import osv, program_output
 
 PYTHON = "/usr/bin/python3.11"
 STDLIB = "/usr/lib/python3.11"
@@ -691,25 +692,6 @@ def program(build_dir: Path):  # noqa: ANN201
     return compile_
 
 
-def osv(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "osv", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def program_output(stdout: str) -> str:
-    """The program's own stdout: what follows the kernel's `Cmdline:` line."""
-    lines = stdout.splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        if line.startswith("Cmdline: "):
-            return "".join(lines[i + 1 :])
-    raise AssertionError(f"no Cmdline line in console output:\n{stdout}")
-
-
 def run_in_vm(
     tmp_path: Path, argv: list[str], *from_host: str | Path
 ) -> subprocess.CompletedProcess[str]:
@@ -721,17 +703,6 @@ def run_in_vm(
     )
     assert built.returncode == 0, built.stderr
     return osv("run", str(image))
-
-
-def run_native(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        env={},
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def shell_status(returncode: int) -> int:

@@ -10,7 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from guest import native, osv, program_output
 
+# Small static programs: two minutes for a build or a VM run, one for a
+# native run.
+VM_TIMEOUT = 120
+NATIVE_TIMEOUT = 60
 PROGRAMS = Path(__file__).parent / "programs"
 BUSYBOX = shutil.which("busybox")
 
@@ -57,25 +62,6 @@ def compile_program(build_dir: Path):  # noqa: ANN201
     return compile_
 
 
-def osv(*args: str, stdin=None, timeout: float = 120):  # noqa: ANN001, ANN201
-    return subprocess.run(
-        [sys.executable, "-m", "osv", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=stdin if stdin is not None else subprocess.DEVNULL,
-    )
-
-
-def program_output(stdout: str) -> str:
-    """The program's own stdout: what follows the kernel's `Cmdline:` line."""
-    lines = stdout.splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        if line.startswith("Cmdline: "):
-            return "".join(lines[i + 1 :])
-    raise AssertionError(f"no Cmdline line in console output:\n{stdout}")
-
-
 def run_in_vm(
     tmp_path: Path,
     cmdline: str,
@@ -92,20 +78,14 @@ def run_in_vm(
         *[arg for path in from_host for arg in ("--from-host", str(path))],
         "--cmdline",
         cmdline,
+        timeout=VM_TIMEOUT,
     )
     assert built.returncode == 0, built.stderr
-    return osv("run", str(image), stdin=stdin)
+    return osv("run", str(image), stdin=stdin, timeout=VM_TIMEOUT)
 
 
 def run_native(argv: list[str], env: dict[str, str] | None = None, stdin=None):  # noqa: ANN001, ANN201
-    return subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        env=env or {},
-        timeout=60,
-        stdin=stdin if stdin is not None else subprocess.DEVNULL,
-    )
+    return native(argv, env=env, stdin=stdin, timeout=NATIVE_TIMEOUT)
 
 
 def assert_same(vm: subprocess.CompletedProcess[str], native) -> None:  # noqa: ANN001
@@ -266,7 +246,10 @@ def test_busybox_ls_long_names_types_sizes_match_native(
 def test_no_kvm_gives_one_clear_line(tmp_path: Path, compile_program) -> None:  # noqa: ANN001
     program = compile_program("echo_args")
     image = tmp_path / "img"
-    built = osv("build", "--fs", "ramfs", "-o", str(image), "--from-host", str(program))
+    built = osv(
+        "build", "--fs", "ramfs", "-o", str(image), "--from-host", str(program),
+        timeout=VM_TIMEOUT,
+    )  # fmt: skip
     assert built.returncode == 0
     code = (
         "import sys, osv.hv._kvm as k; k.KVM_DEVICE = '/nonexistent/kvm';"

@@ -72,6 +72,11 @@ File (open file description; reference-counted)
     ``isatty()``, ``poll_ready(events) -> revents``,
     ``set_status_flags(flags)`` (F_SETFL), ``acquire()``, ``close()``,
     ``release()`` hook.
+    A read or write that waits (pipes and FIFOs, eventfd, console input,
+    ptys), called from a guest thread, ends when that thread has a signal to
+    handle: with the count moved so far, or ``FsError(EINTR)`` with the call
+    marked to start again under SA_RESTART; once the program has ended it
+    raises ``osv.sched.ThreadExit``.
 
 FdTable
     ``install(file, fd=None, min_fd=0, cloexec=False) -> int``,
@@ -102,8 +107,12 @@ them)
     ``ioctl`` answers the terminal requests; ``open_peer(flags)`` is
     TIOCGPTPEER; ``session_ioctl(request, arg, pgrp) -> (result, signals)``
     answers SESSION_IOCTLS for a caller in process group ``pgrp`` and names
-    the signals Linux would send that group. PTY_IOCTL_IN_SIZES and
-    PTY_IOCTL_OUT_SIZES give the structure sizes of the pty requests.
+    the signals the caller sends its own group, as kill(0) would
+    (TIOCNOTTY's). The signals a terminal sends itself (ISIG characters,
+    TIOCSIG, a resize, the master's hang-up) go straight to the program
+    whose controlling terminal the slave is (``DevPts.session``).
+    PTY_IOCTL_IN_SIZES and PTY_IOCTL_OUT_SIZES give the structure sizes of
+    the pty requests.
 """
 
 from ._abi import (

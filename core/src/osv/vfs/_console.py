@@ -29,6 +29,7 @@ from ._abi import (
 from ._devfs import DeviceVnode
 from ._errors import FsError
 from ._file import File, StreamFile
+from ._signals import interruption, wait_host_fd
 from ._vnode import Mount
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,12 @@ class Console:
     # -- data -------------------------------------------------------------------
 
     def write(self, data: bytes | memoryview) -> int:
-        """Write all of ``data`` to the host, waiting while the host fd is full."""
+        """Write all of ``data`` to the host, waiting while the host fd is full.
+
+        A host fd in blocking mode waits inside the host's write, where no
+        signal reaches it; the host fd's mode is shared with whoever started
+        `osv run`, so it is left as it is.
+        """
         view = memoryview(data)
         total = len(view)
         fd = self.output_fd
@@ -102,7 +108,12 @@ class Console:
                 try:
                     n = os.write(fd, view)
                 except BlockingIOError:
-                    select.select([], [fd], [])
+                    # Only a host fd in non-blocking mode gets here, and only
+                    # then can a signal cut the write short (see _signals).
+                    if not wait_host_fd(fd, writing=True):
+                        if len(view) < total:
+                            return total - len(view)
+                        raise interruption() from None
                     continue
                 except OSError as err:
                     raise _host_error(err) from None
@@ -113,12 +124,12 @@ class Console:
         """Up to ``size`` bytes of input; b"" at host end of file."""
         fd = self.input_fd
         with blocking():
-            self._wait_readable(fd, nonblocking)
             while True:
+                self._wait_readable(fd, nonblocking)
                 try:
                     return os.read(fd, size)
                 except BlockingIOError:
-                    self._wait_readable(fd, nonblocking, polled=True)
+                    continue
                 except OSError as err:
                     raise _host_error(err) from None
 
@@ -126,12 +137,12 @@ class Console:
         """Read input straight into ``buf``; 0 at host end of file."""
         fd = self.input_fd
         with blocking():
-            self._wait_readable(fd, nonblocking)
             while True:
+                self._wait_readable(fd, nonblocking)
                 try:
                     return os.readv(fd, [buf])
                 except BlockingIOError:
-                    self._wait_readable(fd, nonblocking, polled=True)
+                    continue
                 except OSError as err:
                     raise _host_error(err) from None
 
@@ -141,15 +152,21 @@ class Console:
         return bool(readable)
 
     @staticmethod
-    def _wait_readable(fd: int, nonblocking: bool, polled: bool = False) -> None:
-        # A guest that asked for O_NONBLOCK gets EAGAIN rather than a wait; a
-        # host fd that is itself non-blocking is waited on with select.
-        if nonblocking:
+    def _wait_readable(fd: int, nonblocking: bool) -> None:
+        # A guest that asked for O_NONBLOCK gets EAGAIN rather than a wait.
+        # A blocking read waits in select, not in the host read, so that a
+        # signal can end the wait (EINTR, or a restart under SA_RESTART);
+        # input already there costs one select and no more.
+        try:
             readable, _, _ = select.select([fd], [], [], 0)
-            if not readable:
-                raise FsError(errno.EAGAIN, "no console input yet")
-        elif polled:
-            select.select([fd], [], [])
+        except OSError as err:
+            raise _host_error(err) from None
+        if readable:
+            return
+        if nonblocking:
+            raise FsError(errno.EAGAIN, "no console input yet")
+        if not wait_host_fd(fd):
+            raise interruption()
 
     # -- terminal ---------------------------------------------------------------
 

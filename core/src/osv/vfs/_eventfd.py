@@ -14,6 +14,7 @@ from osv.sched._lock import blocking
 from ._abi import O_NONBLOCK, O_RDWR, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM
 from ._errors import FsError
 from ._file import File
+from ._signals import interruption, wait
 from ._vnode import Vnode
 
 # Both live on Linux's anonymous-inode file system.
@@ -51,7 +52,9 @@ class EventFile(File):
             while self.counter == 0:
                 if self.flags & O_NONBLOCK:
                     raise FsError(errno.EAGAIN, "eventfd counter is zero")
-                self.changed.wait()
+                # A signal ends the wait: EINTR, or a restart with SA_RESTART.
+                if not wait(self.changed):
+                    raise interruption()
             value = 1 if self.semaphore else self.counter
             self.counter -= value
             self.changed.notify_all()
@@ -72,7 +75,8 @@ class EventFile(File):
             while self.counter + value > EVENTFD_MAX:
                 if self.flags & O_NONBLOCK:
                     raise FsError(errno.EAGAIN, "eventfd counter would overflow")
-                self.changed.wait()
+                if not wait(self.changed):
+                    raise interruption()
             self.counter += value
             self.changed.notify_all()
         return 8

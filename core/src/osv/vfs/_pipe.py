@@ -23,6 +23,7 @@ from ._abi import (
 )
 from ._errors import FsError
 from ._file import StreamFile
+from ._signals import interruption, wait
 from ._vnode import Vnode
 
 PIPE_BUF = 4096
@@ -40,7 +41,11 @@ class PipeVnode(Vnode):
     # served by its own host thread, so the buffer is guarded by a condition
     # variable: a reader waits for data or for the last writer to close, a
     # writer waits for room or for the last reader to close (then EPIPE).
-    # Writes of at most PIPE_BUF bytes are atomic, as POSIX requires.
+    # Writes of at most PIPE_BUF bytes are atomic, as POSIX requires. A
+    # signal to handle ends either wait (see _signals): a write returns what
+    # it wrote so far, a call that moved nothing fails with EINTR, or starts
+    # again under SA_RESTART. SIGPIPE goes with EPIPE from the system-call
+    # table, which wraps every writing call alike.
 
     def __init__(self) -> None:
         super().__init__(None, next(_inodes), stat.S_IFIFO | 0o600)
@@ -88,7 +93,8 @@ class PipeFile(StreamFile):
                     return 0
                 if self.flags & O_NONBLOCK:
                     raise FsError(errno.EAGAIN, "pipe is empty")
-                pipe.changed.wait()
+                if not wait(pipe.changed):
+                    raise interruption()
             count = min(len(buf), len(pipe.buffer))
             buf[:count] = pipe.buffer[:count]
             del pipe.buffer[:count]
@@ -109,8 +115,9 @@ class PipeFile(StreamFile):
         with blocking(), pipe.changed:
             while done < len(data):
                 if pipe.readers == 0:
-                    # TODO: Linux also sends SIGPIPE; signals are not delivered yet.
                     if done:
+                        # TODO: Linux sends SIGPIPE with this partial count
+                        # too; the system-call table sends it only with EPIPE.
                         return done
                     raise FsError(errno.EPIPE, "no reader on the pipe")
                 room = PIPE_CAPACITY - len(pipe.buffer)
@@ -120,7 +127,10 @@ class PipeFile(StreamFile):
                         if done:
                             return done
                         raise FsError(errno.EAGAIN, "pipe is full")
-                    pipe.changed.wait()
+                    if not wait(pipe.changed):
+                        if done:
+                            return done
+                        raise interruption()
                     continue
                 count = min(room, len(data) - done)
                 pipe.buffer += data[done : done + count]

@@ -32,13 +32,25 @@ Each end runs a line discipline that behaves as Linux's N_TTY does.
 #
 # Locking: every operation on a pair holds its condition variable, and the
 # ones that may wait do so inside `blocking()`, which first gives up the
-# kernel lock, in the order that lock's rationale asks for.
+# kernel lock, in the order that lock's rationale asks for. A signal to
+# handle ends such a wait as on Linux (see _signals): the call returns what
+# it moved, or fails with EINTR and starts again under SA_RESTART.
+#
+# Signals: the slave can be the controlling terminal of the program's
+# session (DevPts records which program). Its foreground process group is
+# that program, so the signals Linux sends the group (ISIG's SIGINT,
+# SIGQUIT and SIGTSTP, SIGWINCH on a resize, TIOCSIG's) and the session
+# leader (SIGHUP and SIGCONT when the master hangs up) go to it, with
+# si_code SI_KERNEL as the kernel's own. Sending needs the kernel lock,
+# which a waiting operation has given up, and calls the wakers of threads
+# that may wait on this very pair, so the discipline only notes the signals
+# it raises (`PtyPair.raised`) and each file operation sends them once it
+# has left the pair's lock.
 #
 # Left out: packet mode (TIOCPKT), TIOCSTI, termios2 and the other line
-# disciplines, EXTPROC, and signals the discipline would send (ISIG's
-# SIGINT/SIGQUIT/SIGTSTP, SIGHUP on hang-up): they only reach a process
-# whose controlling terminal the slave is, and this layer cannot deliver
-# them, so the character is consumed as Linux does and a warning is logged.
+# disciplines, EXTPROC, and job control proper: a unikernel cannot stop its
+# program, so SIGTSTP does nothing unless the program catches it, and the
+# session has a single process group.
 
 from __future__ import annotations
 
@@ -54,6 +66,7 @@ import time
 from collections.abc import Callable
 
 from osv.sched._lock import blocking
+from osv.sched._task import Process
 
 from ._abi import (
     DT_CHR,
@@ -79,6 +92,7 @@ from ._abi import (
 from ._devfs import DeviceVnode
 from ._errors import FsError
 from ._file import File, StreamFile
+from ._signals import calling_process, interruption, send_from_terminal, wait
 from ._vnode import Mount, Vnode
 
 logger = logging.getLogger(__name__)
@@ -664,13 +678,9 @@ class _Tty:
     def _report_signal(self, signal: int) -> None:
         # Linux signals the terminal's foreground process group, which only
         # exists while the slave is the controlling terminal of a session.
+        # The operation under way sends it once it leaves the pair's lock.
         if not self.is_master and self.pair.devpts.controlling is self.pair:
-            logger.warning(
-                "pty %d: signal %d from a special character is not delivered "
-                "to the program (the character is consumed)",
-                self.pair.index,
-                signal,
-            )
+            self.pair.raised.append(signal)
 
     def _reset_input(self) -> None:
         self.read_buf.clear()
@@ -822,7 +832,10 @@ class _Tty:
                     if done:
                         break
                     raise FsError(errno.EAGAIN, "the pty's other end is full")
-                changed.wait()
+                if not wait(changed):
+                    if done:
+                        break
+                    raise interruption()
             changed.notify_all()
         return done
 
@@ -876,7 +889,10 @@ class _Tty:
                         if got:
                             break
                         raise FsError(errno.EAGAIN, "no input on the pty yet")
-                    changed.wait(remaining)
+                    if not wait(changed, remaining):
+                        if got:
+                            break
+                        raise interruption()
                     continue
                 got += self._copy_out(buf[got:])
                 self.link.flush_echoes()
@@ -973,6 +989,8 @@ class PtyPair:
         self.master_open = True
         self.winsize = bytes(WINSIZE_SIZE)
         self.created_ns = time.time_ns()
+        # Signals the slave's discipline raised, not sent yet (see above).
+        self.raised: list[int] = []
 
     def open_slave(self, flags: int) -> None:
         """Count an open of the slave; EIO while locked or after the master closed."""
@@ -989,8 +1007,7 @@ class PtyPair:
         devpts = self.devpts
         readable = flags & O_ACCMODE != O_WRONLY
         if not flags & O_NOCTTY and readable and devpts.controlling is None:
-            devpts.controlling = self
-            logger.debug("pty %d became the controlling terminal", self.index)
+            devpts.make_controlling(self)
 
     def close_slave(self) -> None:
         with self.changed:
@@ -1007,13 +1024,13 @@ class PtyPair:
             self.slave.other_closed = True
             self.slave.hung_up = True
             self.changed.notify_all()
-        if self.devpts.controlling is self:
-            self.devpts.controlling = None
-            logger.warning(
-                "pty %d: the master of the controlling terminal closed; the "
-                "SIGHUP Linux sends the session leader is not delivered",
-                self.index,
-            )
+        devpts = self.devpts
+        if devpts.controlling is self:
+            # The hang-up ends the session's hold on its terminal; Linux
+            # tells the session leader with SIGHUP, then SIGCONT.
+            session = devpts.session
+            devpts.give_up_controlling()
+            send_from_terminal(session, (SIGHUP, SIGCONT))
         self._release_if_unused()
 
     def _release_if_unused(self) -> None:
@@ -1027,6 +1044,17 @@ class PtyPair:
         while self.slave.process_input() + self.master.process_input():
             pass
         self.changed.notify_all()
+
+    def send_raised(self) -> None:
+        """Send the signals the discipline raised, to the terminal's session.
+
+        Called by each file operation after it has left ``changed``.
+        """
+        if not self.raised:
+            return
+        with self.changed:
+            signals, self.raised = tuple(self.raised), []
+        send_from_terminal(self.devpts.session, signals)
 
     def set_winsize(self, winsize: bytes) -> bool:
         """TIOCSWINSZ (both ends share it); True when the size changed."""
@@ -1044,7 +1072,31 @@ class DevPts:
     def __init__(self) -> None:
         self._pairs: dict[int, PtyPair] = {}
         self._lock = threading.Lock()
-        self.controlling: PtyPair | None = None
+        self._controlling: PtyPair | None = None
+        # The program whose controlling terminal it is: the session leader,
+        # and its only process group. None when it was taken outside a
+        # program's system call (the kernel's own use, tests).
+        self.session: Process | None = None
+
+    @property
+    def controlling(self) -> PtyPair | None:
+        """The pair whose slave is the session's controlling terminal."""
+        session = self.session
+        if session is not None and session.ended.is_set():
+            # The session ended with its leader: the terminal is free for
+            # the next program.
+            self.give_up_controlling()
+        return self._controlling
+
+    def make_controlling(self, pair: PtyPair) -> None:
+        """Make ``pair``'s slave the controlling terminal of the calling program."""
+        self._controlling = pair
+        self.session = calling_process()
+        logger.debug("pty %d became the controlling terminal", pair.index)
+
+    def give_up_controlling(self) -> None:
+        self._controlling = None
+        self.session = None
 
     def allocate(self) -> PtyPair:
         """A new pair at the lowest free index; ENOSPC past PTY_MAX."""
@@ -1187,7 +1239,12 @@ class PtyFile(StreamFile):
     def readinto(self, buf: memoryview) -> int:
         if not self.readable:
             raise FsError(errno.EBADF, "file not open for reading")
-        return self.tty.read(buf, bool(self.flags & O_NONBLOCK))
+        try:
+            return self.tty.read(buf, bool(self.flags & O_NONBLOCK))
+        finally:
+            # Room freed by the read lets queued input, which may hold an
+            # interrupt character, through the discipline.
+            self.pair.send_raised()
 
     def read(self, size: int) -> bytes:
         buffer = bytearray(max(size, 0))
@@ -1197,7 +1254,10 @@ class PtyFile(StreamFile):
     def write(self, data: bytes | memoryview) -> int:
         if not self.writable:
             raise FsError(errno.EBADF, "file not open for writing")
-        return self.tty.write(data, bool(self.flags & O_NONBLOCK))
+        try:
+            return self.tty.write(data, bool(self.flags & O_NONBLOCK))
+        finally:
+            self.pair.send_raised()
 
     # -- terminal ---------------------------------------------------------------
 
@@ -1209,6 +1269,13 @@ class PtyFile(StreamFile):
         raise FsError(errno.EIO, "TIOCGPTPEER needs a pty master")
 
     def ioctl(self, request: int, arg: int | bytes) -> int | bytes:
+        try:
+            return self._ioctl(request, arg)
+        finally:
+            # New settings or a flow change may let an interrupt through.
+            self.pair.send_raised()
+
+    def _ioctl(self, request: int, arg: int | bytes) -> int | bytes:
         tty = self.tty
         with self.pair.changed:
             if tty.hung_up:
@@ -1255,9 +1322,12 @@ class PtyFile(StreamFile):
     ) -> tuple[int | bytes, tuple[int, ...]]:
         """A SESSION_IOCTLS request from a caller in process group ``pgrp``.
 
-        Returns the result and the signals Linux would send that group. The
-        session has one process group, led by the program; the slave can be
-        its controlling terminal (see DevPts.controlling).
+        Returns the result and the signals the caller sends its own group,
+        as kill(0, sig) would (TIOCNOTTY's SIGHUP and SIGCONT). The session
+        has one process group, led by the program; the slave can be its
+        controlling terminal (see DevPts.controlling). The signals Linux
+        sends as the terminal (SIGWINCH on a resize, TIOCSIG's) go to that
+        program from here.
         """
         tty = self.tty
         pair = self.pair
@@ -1269,20 +1339,22 @@ class PtyFile(StreamFile):
         on_slave = not tty.is_master
         if request == TIOCSWINSZ:
             changed = pair.set_winsize(_bytes(arg)[:WINSIZE_SIZE])
-            return 0, (SIGWINCH,) if changed and ours else ()
+            if changed and ours:
+                send_from_terminal(devpts.session, (SIGWINCH,))
+            return 0, ()
         if request == TIOCSCTTY:
             if ours:
                 return 0, ()
             if devpts.controlling is not None:
                 raise FsError(errno.EPERM, "the session has a controlling terminal")
-            devpts.controlling = pair
+            devpts.make_controlling(pair)
             return 0, ()
         if request == TIOCNOTTY:
             if not (on_slave and ours):
                 raise FsError(errno.ENOTTY, "not the controlling terminal")
             # The session leader gives the terminal up: Linux hangs up its
-            # foreground group with SIGHUP and SIGCONT.
-            devpts.controlling = None
+            # foreground group with SIGHUP and SIGCONT, sent as the caller's.
+            devpts.give_up_controlling()
             return 0, (SIGHUP, SIGCONT)
         if request == TIOCSIG:
             if on_slave:
@@ -1290,7 +1362,9 @@ class PtyFile(StreamFile):
             signal = _value(arg)
             if signal not in (SIGINT, SIGQUIT, SIGTSTP):
                 raise FsError(errno.EINVAL, f"TIOCSIG cannot send signal {signal}")
-            return 0, (signal,) if ours else ()
+            if ours:
+                send_from_terminal(devpts.session, (signal,))
+            return 0, ()
         if on_slave and not ours:
             raise FsError(errno.ENOTTY, "not the controlling terminal")
         if request == TIOCGPGRP:
