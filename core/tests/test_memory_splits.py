@@ -96,3 +96,59 @@ def test_changing_one_page_of_a_mapping_changes_only_that_page(prober, what, bac
     )  # fmt: skip
     assert ours.returncode == 0, ours.stdout + ours.stderr
     assert ours.stdout.splitlines()[-1].strip() == native.stdout.strip()
+
+
+SPANNING_READ = r"""
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+int main(void) {
+    long pg = 4096;
+    /* Two mappings side by side: one buffer over both. */
+    char *p = mmap(0, 2 * pg, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    mmap(p + pg, pg, PROT_READ | PROT_WRITE,
+         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    int fds[2];
+    pipe(fds);
+    memset(p, 'a', pg);
+    /* Exactly the first mapping's worth is waiting: read must not wait
+       for more, since the write end stays open. */
+    write(fds[1], p, pg);
+    alarm(5);
+    printf("read %zd\n", read(fds[0], p + 0, 2 * pg));
+    write(fds[1], "xyz", 3);
+    struct iovec iov[2] = {{p, 2}, {p + pg, 10}};
+    printf("readv %zd\n", readv(fds[0], iov, 2));
+    /* A write from both mappings arrives whole. */
+    memset(p, 'b', 2 * pg);
+    printf("write %zd\n", write(fds[1], p + pg - 100, 200));
+    printf("read back %zd\n", read(fds[0], p, 2 * pg));
+    return 0;
+}
+"""
+
+
+def test_reads_and_writes_of_a_pipe_spanning_two_mappings_act_as_one(tmp_path):
+    source = tmp_path / "span.c"
+    source.write_text(SPANNING_READ)
+    program = tmp_path / "span"
+    subprocess.run(["gcc", "-O1", "-static", "-o", program, source], check=True)
+    native = subprocess.run([str(program)], capture_output=True, text=True, timeout=60)
+    assert native.returncode == 0, native.stderr
+    image = tmp_path / "span.img"
+    built = subprocess.run(
+        [sys.executable, "-m", "osv", "build", "--fs", "ramfs", "--format", "raw",
+         "-o", str(image), "--from-host", str(program)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    ours = subprocess.run(
+        [sys.executable, "-m", "osv", "run", "-m", "256M", str(image)],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert ours.returncode == 0, ours.stdout + ours.stderr
+    assert ours.stdout.splitlines()[-4:] == native.stdout.splitlines()

@@ -60,27 +60,56 @@ def _file(t, fd: int):  # noqa: ANN001, ANN202
 # ---- reading and writing ---------------------------------------------------
 
 
+def _read_into_views(f, views: list[memoryview]) -> int:  # noqa: ANN001
+    """Read into ``views`` in order, as one read(2) of their total length.
+
+    A buffer can span several runs of guest memory. A regular file is read
+    run by run. Anything else (a pipe, a terminal, a socket) is read once
+    into a scratch buffer that is then spread over the runs: a stream must
+    not wait for more data once some came, nor lose what a first run got if
+    a second one were interrupted.
+    """
+    if len(views) == 1:
+        return f.readinto(views[0])
+    total = 0
+    if f.vnode.is_reg:
+        for view in views:
+            n = f.readinto(view)
+            total += n
+            if n < len(view):
+                break
+        return total
+    scratch = bytearray(sum(len(view) for view in views))
+    count = f.readinto(memoryview(scratch))
+    for view in views:
+        if total >= count:
+            break
+        piece = min(len(view), count - total)
+        view[:piece] = scratch[total : total + piece]
+        total += piece
+    return total
+
+
 def sys_read(t, fd, buf, count, *_):  # noqa: ANN001, ANN002
     f = t.fds.get(s32(fd))
     if count == 0:
         return 0
-    count = min(count, MAX_RW)
-    total = 0
-    for view in t.mm.views(buf, count, True):
-        n = f.readinto(view)
-        total += n
-        if n < len(view):
-            break
-    return total
+    return _read_into_views(f, t.mm.views(buf, min(count, MAX_RW), True))
 
 
 def sys_write(t, fd, buf, count, *_):  # noqa: ANN001, ANN002
     f = t.fds.get(s32(fd))
     if count == 0:
         return f.write(b"")
-    count = min(count, MAX_RW)
+    views = t.mm.views(buf, min(count, MAX_RW))
+    if len(views) == 1:
+        return f.write(views[0])
+    if not f.vnode.is_reg:
+        # One write, as the program made it: a pipe keeps writes of up to
+        # PIPE_BUF bytes whole, and an interrupted write returns its count.
+        return f.write(b"".join(views))
     total = 0
-    for view in t.mm.views(buf, count):
+    for view in views:
         n = f.write(view)
         total += n
         if n < len(view):
@@ -128,16 +157,13 @@ def _iovecs(t, iov: int, iovcnt: int) -> list[tuple[int, int]]:  # noqa: ANN001
 
 def sys_readv(t, fd, iov, iovcnt, *_):  # noqa: ANN001, ANN002
     f = _file(t, fd)
-    total = 0
-    for base, length in _iovecs(t, iov, iovcnt):
-        if not length:
-            continue
-        for view in t.mm.views(base, length, True):
-            n = f.readinto(view)
-            total += n
-            if n < len(view):
-                return total
-    return total
+    views = [
+        view
+        for base, length in _iovecs(t, iov, iovcnt)
+        if length
+        for view in t.mm.views(base, length, True)
+    ]
+    return _read_into_views(f, views) if views else 0
 
 
 def sys_writev(t, fd, iov, iovcnt, *_):  # noqa: ANN001, ANN002
