@@ -151,6 +151,40 @@ def test_rofs_refuses_writes_and_tmp_is_writable(busybox_image):
     assert program_output(result.stdout) == "new\n"
 
 
+def test_files_the_image_holds_under_tmp_stay_visible_and_become_writable(tmp_path):
+    # A program and its data below /tmp, as building from a scratch directory
+    # there gives: /tmp is still a writable ramfs, starting as their copy.
+    program = tmp_path / "busybox"
+    shutil.copy(BUSYBOX, program)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "nums.txt").write_text("3\n1\n2\n")
+    (data / "link").symlink_to("nums.txt")
+    image = build(
+        tmp_path / "tmp.qcow2", "--from-host", str(program), "--from-host", str(data),
+        "--cmdline", str(program),
+    )  # fmt: skip
+    script = (
+        f"{program} sort -o {data}/sorted {data}/link; {program} cat {data}/sorted; "
+        f'{program} sh -c "echo 4 >> {data}/nums.txt"; {program} cat {data}/nums.txt; '
+        f"{program} rm {data}/sorted; {program} ls {data}; "
+        f"{program} grep -c tmp /proc/mounts"
+    )
+    output = boot(image, "-e", script)
+    assert output.splitlines() == [
+        "1",
+        "2",
+        "3",
+        "3",
+        "1",
+        "2",
+        "4",
+        "link",
+        "nums.txt",
+        "1",
+    ]
+
+
 def test_statfs_in_the_guest_is_what_osv_reports(busybox_image):
     output = boot(busybox_image, "-e", f'{BUSYBOX} stat -f -c "%S %f %a %c %d %l" /')
 

@@ -307,13 +307,10 @@ def _mount_filesystems(kernel, options, console, bootfs, read_bootfs):  # noqa: 
     on_boot_ramfs = root_type is None or options.flag("nopivot")
     mounts = [("devfs", "/dev"), ("procfs", "/proc")]
     if not on_boot_ramfs and root_type in READ_ONLY_ROOTS:
-        # A writable /tmp, as OSv's fstab for rofs images mounts it; but
-        # only over an empty /tmp: files an image was given below /tmp (host
-        # paths there are common) must stay visible.
-        if _is_empty_directory(vfs, "/tmp"):
-            mounts.append(("ramfs", "/tmp"))
-        else:
-            logger.info("/tmp holds files of the image; it stays read-only")
+        # A writable /tmp, as OSv's fstab for rofs images mounts it. Files
+        # the image holds below /tmp (host paths there are common) stay
+        # visible: the new ramfs starts as their copy-on-write copy.
+        mounts.append(("ramfs", "/tmp"))
     if on_boot_ramfs:
         for path in ("/dev", "/proc", "/tmp"):
             try:
@@ -324,6 +321,12 @@ def _mount_filesystems(kernel, options, console, bootfs, read_bootfs):  # noqa: 
         try:
             if fs_type == "devfs":
                 _mount_devfs(kernel, path)
+            elif path == "/tmp":
+                lower = None if _is_empty_directory(vfs, path) else vfs.resolve(path)
+                kernel.mount(fs_type, "none", path)
+                if lower is not None:
+                    made = vfs.resolve(path).populate_from(lower)
+                    logger.info("/tmp: %d entries of the image, copied on write", made)
             else:
                 kernel.mount(fs_type, "none", path)
         except FsError as error:

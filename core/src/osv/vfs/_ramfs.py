@@ -125,6 +125,31 @@ class RamDir(Vnode):
     def symlink(self, name: str, target: str) -> Vnode:
         return self._add(name, RamSymlink(self.mount, target))
 
+    def populate_from(self, lower: Vnode) -> int:
+        """Fill this empty directory with the tree of ``lower``, copied on write.
+
+        Directories and symbolic links are made here; each regular file
+        reads from its ``lower`` counterpart until it is first changed (see
+        RamFile.back_by), so nothing is copied at once. Other kinds of files
+        are left out with a log line. Returns the number of entries made.
+        """
+        made = 0
+        for name, _, _ in lower.readdir():
+            if name in (".", ".."):
+                continue
+            node = lower.lookup(name)
+            if node.is_dir:
+                made += 1 + self.mkdir(name, node.mode).populate_from(node)
+            elif node.is_symlink:
+                self.symlink(name, node.readlink())
+                made += 1
+            elif node.is_reg:
+                self.create(name, node.mode).back_by(node)
+                made += 1
+            else:
+                logger.info("ramfs: %r left out of the copy (not a regular file)", name)
+        return made
+
     def mknod(self, name: str, mode: int) -> Vnode:
         """mknod(2) for regular files and named pipes (FIFOs)."""
         kind = statmod.S_IFMT(mode)
@@ -287,6 +312,35 @@ class RamFile(Vnode):
     def __init__(self, mount: RamMount, mode: int) -> None:
         super().__init__(mount, mount.next_ino(), mode)
         self.data: bytearray | memoryview = bytearray()
+        # A file of another (read-only) file system whose bytes this one
+        # reads until its first change.
+        self.lower: Vnode | None = None
+
+    def back_by(self, lower: Vnode) -> None:
+        """Read ``lower``'s bytes until the file is first changed (copy on write).
+
+        The file takes ``lower``'s size and times; mmap shares ``lower``'s
+        cached pages where its file system offers them.
+        """
+        self.lower = lower
+        self.data = bytearray()
+        self.size = lower.size
+        self.atime, self.mtime, self.ctime = lower.atime, lower.mtime, lower.ctime
+
+    def _copy_up(self) -> None:
+        lower = self.lower
+        if lower is not None:
+            self.lower = None
+            content = bytearray(self.size)
+            count = lower.readinto(0, memoryview(content))
+            del content[count:]
+            self.mount.charge(len(content))
+            self.data = content
+
+    def mapped_frames(self, offset: int, length: int) -> list[tuple[int, int]] | None:
+        if self.lower is not None:
+            return self.lower.mapped_frames(offset, length)
+        return None
 
     def share(self, content: memoryview) -> None:
         """Make ``content`` the file's data without copying it (copied on write).
@@ -300,6 +354,7 @@ class RamFile(Vnode):
 
     def _own_data(self) -> bytearray:
         """The data as a private bytearray, copying shared bytes first."""
+        self._copy_up()
         if type(self.data) is not bytearray:
             self.mount.charge(len(self.data))
             self.data = bytearray(self.data)
@@ -307,12 +362,15 @@ class RamFile(Vnode):
 
     @property
     def blocks(self) -> int:
-        return (len(self.data) + 4095) // 4096 * 8
+        stored = self.size if self.lower is not None else len(self.data)
+        return (stored + 4095) // 4096 * 8
 
     def read(self, offset: int, size: int) -> bytes:
         end = min(self.size, offset + size)
         if offset >= end:
             return b""
+        if self.lower is not None:
+            return self.lower.read(offset, end - offset)
         data = self.data
         if end <= len(data):
             with memoryview(data) as view:
@@ -323,6 +381,8 @@ class RamFile(Vnode):
         end = min(self.size, offset + len(buf))
         if offset >= end:
             return 0
+        if self.lower is not None:
+            return self.lower.readinto(offset, buf[: end - offset])
         n = end - offset
         data = self.data
         stored = min(end, len(data)) - offset
@@ -359,6 +419,7 @@ class RamFile(Vnode):
     def truncate(self, size: int) -> None:
         if size == self.size:
             return
+        self._copy_up()
         if size < len(self.data):
             data = self._own_data()
             self.mount.charge(size - len(data))
