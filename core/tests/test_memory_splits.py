@@ -152,3 +152,91 @@ def test_reads_and_writes_of_a_pipe_spanning_two_mappings_act_as_one(tmp_path):
     )  # fmt: skip
     assert ours.returncode == 0, ours.stdout + ours.stderr
     assert ours.stdout.splitlines()[-4:] == native.stdout.splitlines()
+
+
+FILE_MAPPING = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static sigjmp_buf jump;
+static int last;
+static void on_fault(int sig) { last = sig; siglongjmp(jump, 1); }
+static int probe(char *p) {
+    if (sigsetjmp(jump, 1)) return -last;
+    return *(volatile unsigned char *)p;
+}
+
+int main(int argc, char **argv) {
+    signal(SIGSEGV, on_fault);
+    signal(SIGBUS, on_fault);
+    long pg = 4096;
+    int fd = open(argv[1], O_RDONLY);
+    off_t size = lseek(fd, 0, SEEK_END);
+    unsigned char first;
+    pread(fd, &first, 1, 0);
+    /* A written private page reads the file again after MADV_DONTNEED. */
+    char *p = mmap(0, pg, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    p[0] = first ^ 0xff;
+    int rc = madvise(p, pg, MADV_DONTNEED);
+    printf("madvise %d, %s\n", rc,
+           (unsigned char)p[0] == first ? "file bytes again" : "still written");
+    /* Anonymous memory reads zeros again. */
+    char *a = mmap(0, 3 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    memset(a, 7, 3 * pg);
+    madvise(a + pg, pg, MADV_DONTNEED);
+    printf("anonymous: %d %d %d\n", a[0], a[pg], a[2 * pg]);
+    /* The rest of the last page reads zeros; whole pages past it: SIGBUS. */
+    long pages = (size + pg - 1) / pg;
+    char *e = mmap(0, (pages + 2) * pg, PROT_READ, MAP_PRIVATE, fd, 0);
+    int at_end = probe(e + size), next = probe(e + pages * pg);
+    int last_page = probe(e + (pages + 1) * pg);
+    printf("end of file %d, next page %d, last page %d\n", at_end, next, last_page);
+    /* A read(2) into such a page fails with EFAULT. */
+    int fds[2];
+    pipe(fds);
+    write(fds[1], "x", 1);
+    ssize_t got = read(fds[0], e + pages * pg, 1);
+    printf("read into it: %zd %s\n", got, strerror(errno));
+    /* Writable and shared needs a descriptor open for writing. */
+    void *w = mmap(0, pg, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    printf("shared writable: %s\n", w == MAP_FAILED ? strerror(errno) : "mapped");
+    return 0;
+}
+"""
+
+
+def test_file_mappings_zero_fill_fault_and_discard_as_on_linux(tmp_path):
+    source = tmp_path / "fmap.c"
+    source.write_text(FILE_MAPPING)
+    program = tmp_path / "fmap"
+    subprocess.run(["gcc", "-O1", "-static", "-o", program, source], check=True)
+    data = tmp_path / "data.txt"
+    data.write_bytes(b"hello world\n" * 500)
+    native = subprocess.run(
+        [str(program), str(data)], capture_output=True, text=True, timeout=60
+    )
+    assert native.returncode == 0, native.stderr
+    assert "file bytes again" in native.stdout and "next page -7" in native.stdout
+    image = tmp_path / "fmap.img"
+    built = subprocess.run(
+        [sys.executable, "-m", "osv", "build", "--fs", "ramfs", "--format", "raw",
+         "-o", str(image), "--from-host", str(program), "--from-host", str(data)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    ours = subprocess.run(
+        [sys.executable, "-m", "osv", "run", "-m", "256M", "-e",
+         f"{program} {data}", str(image)],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert ours.returncode == 0, ours.stdout + ours.stderr
+    lines = native.stdout.splitlines()
+    assert ours.stdout.splitlines()[-len(lines) :] == lines

@@ -25,7 +25,13 @@ from osv.hv._machine import (
     VECTOR_NAMES,
     Machine,
 )
-from osv.mm import MMAP_TOP, AddressSpace, MemoryFault, PhysicalMemory
+from osv.mm import (
+    MMAP_TOP,
+    PROT_READ,
+    AddressSpace,
+    MemoryFault,
+    PhysicalMemory,
+)
 from osv.sched import Process, ProcessExit, RegistersLoaded, Task, ThreadExit
 from osv.sched import _signal as signals
 from osv.sched._lock import KERNEL_LOCK
@@ -34,6 +40,7 @@ from osv.sched._sigframe import Fault
 from osv.sched._signal import KICK_SIGNAL
 from osv.sched._sigqueue import (
     BUS_ADRALN,
+    BUS_ADRERR,
     FPE_FLTDIV,
     FPE_FLTINV,
     FPE_FLTOVF,
@@ -722,8 +729,13 @@ class Kernel:
             what = f"page fault at address {address:#x} ({kind}, {cause})"
             sig = SIGSEGV
             # SEGV_ACCERR when the address is mapped but not for this access.
-            mapped = error & 1 or task.mm.find(address) is not None
+            area = task.mm.find(address)
+            mapped = error & 1 or area is not None
             code = SEGV_ACCERR if mapped else SEGV_MAPERR
+            if area is not None and area.beyond_eof and area.prot & PROT_READ:
+                # A page of a file mapping past the end of the file.
+                what = f"bus error at address {address:#x} (past the end of the file)"
+                sig, code = SIGBUS, BUS_ADRERR
             info = siginfo(sig, code, address=address)
         else:
             what = VECTOR_NAMES.get(vector, f"exception {vector}")

@@ -93,6 +93,10 @@ class VmArea:
     inode: int = 0
     hidden: bool = False
     borrowed: bool = False
+    #: The mapped file's vnode (None for anonymous memory).
+    vnode: object = None
+    #: Whole pages past the end of the mapped file: no frames, SIGBUS.
+    beyond_eof: bool = False
 
     @property
     def lazy(self) -> bool:
@@ -116,6 +120,8 @@ class VmArea:
             inode=self.inode,
             hidden=self.hidden,
             borrowed=self.borrowed,
+            vnode=self.vnode,
+            beyond_eof=self.beyond_eof,
         )
         if self.pa < 0:
             cut = address >> PAGE_SHIFT
@@ -255,6 +261,7 @@ class AddressSpace:
         inode: int = 0,
         lazy: bool | None = None,
         hidden: bool = False,
+        vnode: object = None,
     ) -> VmArea:
         """Create an area at a fixed, page-aligned, free range and map it."""
         length = page_align_up(length)
@@ -270,6 +277,7 @@ class AddressSpace:
             device=device,
             inode=inode,
             hidden=hidden,
+            vnode=vnode,
         )
         if not lazy:
             area.pa = self.phys.allocate(length >> PAGE_SHIFT, start & HUGE_MASK)
@@ -289,6 +297,7 @@ class AddressSpace:
         offset: int = 0,
         device: int = 0,
         inode: int = 0,
+        vnode: object = None,
     ) -> int:
         """Map runs of (frame address, page count) that another owner keeps alive.
 
@@ -311,6 +320,7 @@ class AddressSpace:
                 device=device,
                 inode=inode,
                 borrowed=True,
+                vnode=vnode,
             )
             if prot != PROT_NONE:
                 self.pt.map(position, pa, npages, leaf_flags(prot))
@@ -408,9 +418,47 @@ class AddressSpace:
                     self.phys.zap(pa, 1)
         self._last = None
 
+    def discard(self, start: int, length: int) -> None:
+        """MADV_DONTNEED: private pages read again as their source has them.
+
+        Anonymous private memory reads back as zeros, and its host memory
+        goes back to the host; a private file mapping shows the file's bytes
+        again. Shared memory, and pages shared from a file system's cache,
+        keep what they hold, as on Linux.
+        """
+        end = start + page_align_up(length)
+        for area in self._overlapping(start, end):
+            if area.hidden:
+                raise MemoryFault("range belongs to the kernel")
+        for area in self._overlapping(start, end):
+            if area.flags & MAP_SHARED or area.borrowed:
+                continue
+            lo, hi = max(start, area.start), min(end, area.end)
+            if area.pa >= 0:
+                pa = area.pa + (lo - area.start)
+                self.phys.discard(pa, (hi - lo) >> PAGE_SHIFT)
+                self._refill(area, lo, self.ram[pa : pa + hi - lo])
+                continue
+            for vpn in range(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT):
+                pa = area.pages.get(vpn)
+                if pa is None:
+                    continue
+                if area.vnode is None:
+                    del area.pages[vpn]
+                    self.pt.unmap(vpn << PAGE_SHIFT, 1)
+                    self.phys.free(pa, 1)
+                else:
+                    self.phys.discard(pa, 1)
+                    self._refill(area, vpn << PAGE_SHIFT, self.ram[pa : pa + PAGE_SIZE])
+
+    def _refill(self, area: VmArea, address: int, view: memoryview) -> None:
+        """Read a file-backed area's bytes at ``address`` into ``view`` (zeros past EOF)."""
+        if area.vnode is not None:
+            area.vnode.readinto(area.offset + (address - area.start), view)
+
     def _protect_lazy(self, area: VmArea, prot: int) -> None:
         flags = leaf_flags(prot)
-        if area.end - area.start <= POPULATE_ON_PROTECT:
+        if area.end - area.start <= POPULATE_ON_PROTECT and not area.beyond_eof:
             missing = [
                 vpn
                 for vpn in range(area.start >> PAGE_SHIFT, area.end >> PAGE_SHIFT)
@@ -432,7 +480,7 @@ class AddressSpace:
         each fault avoided saves a trip through the exception stub.
         """
         area = self.find(address)
-        if area is None or area.pa >= 0:
+        if area is None or area.pa >= 0 or area.beyond_eof:
             return False
         prot = area.prot
         if not prot & PROT_READ or (write and not prot & PROT_WRITE):
@@ -499,7 +547,8 @@ class AddressSpace:
         vpn = address >> PAGE_SHIFT
         pa = area.pages.get(vpn)
         if pa is None:
-            self.populate(address, write)
+            if not self.populate(address, write):
+                raise MemoryFault(f"address {address:#x} is past the end of its file")
             pa = area.pages[vpn]
         in_page = address & (PAGE_SIZE - 1)
         size = min(size, PAGE_SIZE - in_page)
@@ -557,6 +606,10 @@ class AddressSpace:
                 pa = area.pa + (address + done - area.start)
                 count = min(size - done, area.end - address - done)
             else:
+                if area.beyond_eof:
+                    raise MemoryFault(
+                        f"address {address + done:#x} is past end of file"
+                    )
                 vpn = (address + done) >> PAGE_SHIFT
                 if vpn not in area.pages:
                     area.pages[vpn] = self.phys.allocate(1)

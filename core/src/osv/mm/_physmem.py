@@ -153,6 +153,19 @@ class PhysicalMemory:
             lengths.insert(i, npages_merged)
         self.free_frames += npages
 
+    def discard(self, address: int, npages: int) -> None:
+        """Make live frames read as zeros, giving their memory back to the host.
+
+        The frames stay allocated to their owner; KVM's MMU notifier drops
+        every cached translation of them, as for freed frames.
+        """
+        if npages > 0:
+            _kvm.host_madvise(
+                self.host_address + address,
+                npages << PAGE_SHIFT,
+                _kvm.MADV_DONTNEED,
+            )
+
     def zap(self, address: int, npages: int) -> None:
         """Drop every cached translation of live frames, keeping their contents.
 

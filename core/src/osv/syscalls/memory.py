@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import stat as statmod
 
 from osv.mm import (
     HUGE_SIZE,
@@ -64,9 +65,21 @@ def sys_mmap(t, addr, length, prot, flags, fd, offset):  # noqa: ANN001
     source = None
     if not flags & MAP_ANONYMOUS:
         source = t.fds.get(s32(fd))
+        # As Linux: a file is mapped only through a descriptor that can read
+        # it, and shared writable only through one that can also write it.
+        if not getattr(source, "readable", False):
+            raise SyscallError(errno.EACCES)
         if flags & MAP_TYPE == MAP_SHARED and prot & PROT_WRITE:
-            # TODO: writable shared file mappings need write-back to the file
-            # on msync and munmap; until then they are refused, not faked.
+            if not getattr(source, "writable", False):
+                raise SyscallError(errno.EACCES)
+            # Writable shared file mappings would need the mapping and the
+            # file to stay one (or write-back on msync and munmap); they are
+            # refused, not faked.
+            logger.warning(
+                "mmap: writable shared mappings of files are not supported "
+                "(%s): ENODEV",
+                t.vfs.fd_target(source),
+            )
             raise SyscallError(errno.ENODEV, "writable MAP_SHARED file mapping")
 
     # Choose the address: MAP_FIXED replaces, a free hint is honoured, otherwise
@@ -91,64 +104,51 @@ def sys_mmap(t, addr, length, prot, flags, fd, offset):  # noqa: ANN001
             except MemoryFault:
                 raise SyscallError(errno.ENOMEM) from None
 
-    name = ""
-    device = inode = 0
-    if source is not None:
-        st = source.fstat()
-        name = t.vfs.fd_target(source)
-        device, inode = st.st_dev, st.st_ino
-        # A mapping that can never write the file shares the pages of a
-        # file system that caches them in guest memory; nothing is copied.
-        if (flags & MAP_TYPE == MAP_SHARED or not prot & PROT_WRITE) and getattr(
-            source, "readable", False
-        ):
-            runs = source.vnode.mapped_frames(offset, length)
-            if runs:
-                mapped = mm.map_borrowed(
-                    start,
-                    runs,
-                    prot,
-                    flags,
-                    name=name,
-                    offset=offset,
-                    device=device,
-                    inode=inode,
-                )
-                if mapped < length:
-                    # Whole pages past the end of the file read as zeros.
-                    _map_area(
-                        mm,
-                        start + mapped,
-                        length - mapped,
-                        prot,
-                        flags,
-                        name=name,
-                        offset=offset + mapped,
-                        device=device,
-                        inode=inode,
-                    )
-                return start
-    _map_area(
-        mm,
-        start,
-        length,
-        prot,
-        flags,
-        name=name,
-        offset=offset,
-        device=device,
-        inode=inode,
-    )
-    if source is not None:
-        # A private file mapping is a copy of the file taken now, read
-        # straight into the area's frames; past the end of the file the
-        # fresh frames read as zeros, as the last page does on Linux.
-        done = 0
-        for view in mm.kernel_views(start, length):
-            count = source.preadinto(view, offset + done)
-            done += count
-            if count < len(view):
-                break
+    if source is None:
+        _map_area(mm, start, length, prot, flags)
+        return start
+    st = source.fstat()
+    attrs = {
+        "name": t.vfs.fd_target(source),
+        "device": st.st_dev,
+        "inode": st.st_ino,
+        "vnode": source.vnode,
+    }
+    # Whole pages past the end of a regular file are mapped but hold
+    # nothing: touching them raises SIGBUS, as on Linux.
+    in_file = length
+    if statmod.S_ISREG(st.st_mode):
+        in_file = min(length, page_align_up(max(st.st_size - offset, 0)))
+    if in_file < length:
+        area = mm.map_area(
+            start + in_file, length - in_file, prot, flags, lazy=True,
+            offset=offset + in_file, **attrs,
+        )  # fmt: skip
+        area.beyond_eof = True
+    if not in_file:
+        return start
+    # A mapping that can never write the file shares the pages of a file
+    # system that caches them in guest memory; nothing is copied.
+    if flags & MAP_TYPE == MAP_SHARED or not prot & PROT_WRITE:
+        runs = source.vnode.mapped_frames(offset, in_file)
+        if runs:
+            mapped = mm.map_borrowed(start, runs, prot, flags, offset=offset, **attrs)
+            if mapped < in_file:
+                # Devices and the like whose cache stops short: zeros.
+                _map_area(
+                    mm, start + mapped, in_file - mapped, prot, flags,
+                    offset=offset + mapped, **attrs,
+                )  # fmt: skip
+            return start
+    # A private file mapping is a copy of the file taken now, read straight
+    # into the area's frames; the rest of the last page reads as zeros.
+    _map_area(mm, start, in_file, prot, flags, offset=offset, **attrs)
+    done = 0
+    for view in mm.kernel_views(start, in_file):
+        count = source.preadinto(view, offset + done)
+        done += count
+        if count < len(view):
+            break
     return start
 
 
@@ -184,11 +184,10 @@ def sys_madvise(t, addr, length, advice, *_):  # noqa: ANN001, ANN002
         raise SyscallError(errno.EINVAL)
     advice = s32(advice)
     if advice in (MADV_DONTNEED, MADV_FREE) and length:
-        # Private anonymous memory reads back as zeros after MADV_DONTNEED.
-        length = page_align_up(length)
-        mm = t.mm
-        for view in mm.views(addr, length, True):
-            view[:] = bytes(len(view))
+        try:
+            t.mm.discard(addr, length)
+        except MemoryFault:
+            raise SyscallError(errno.EINVAL) from None
     return 0
 
 
