@@ -178,7 +178,7 @@ def test_convert_to_vmdk_without_qemu_img_says_what_to_install(tmp_path, monkeyp
 def test_convert_refuses_what_is_not_an_image_and_unknown_formats(tmp_path):
     bogus = tmp_path / "bogus"
     bogus.write_bytes(b"x" * 4096)
-    with pytest.raises(ImageError, match="too small"):
+    with pytest.raises(ImageError, match="neither a qcow2 image nor a raw OSv"):
         convert_image(bogus, tmp_path / "out", "raw")
     with pytest.raises(ImageError, match="cannot convert to 'iso'"):
         convert_image(bogus, tmp_path / "out", "iso")

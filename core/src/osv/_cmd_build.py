@@ -94,12 +94,17 @@ def run(args: argparse.Namespace) -> int:
         ImageDescriptor,
         ImageError,
         ManifestEntry,
+        check_output_path,
         check_tree,
         manifest_from_paths,
         read_manifest,
         write_bootfs,
         write_image,
     )
+
+    # Refused before any work: a directory, say, would otherwise fail only
+    # once the whole tree had been written.
+    check_output_path(args.output)
 
     # A file system the core does not have comes from the module of the
     # same name, which the image then lists so that a boot loads it.

@@ -57,8 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write the file system to the output file."""
     from osv import _plugins
-    from osv.image import read_manifest
+    from osv.image import check_output_path, read_manifest
 
+    check_output_path(args.output)
+    _refuse_builtin(args.fs)
     modules = _plugins.load_modules([args.fs])
     fs_class = filesystem_class(modules.plugin_manager, args.fs)
     if args.manifest is not None:
@@ -75,6 +77,28 @@ def run(args: argparse.Namespace) -> int:
         blob.delete = False
     logger.info("%s: %s file system of %d entries", args.output, args.fs, len(entries))
     return 0
+
+
+def _refuse_builtin(name: str) -> None:
+    """Refuse a file system of the core's own, which has nothing to write.
+
+    ramfs, devfs and procfs live in memory only; there is no module to
+    install for them, and no on-disk format to make.
+    """
+    from osv import _plugins
+    from osv.image import ImageError
+
+    if name not in _plugins.filesystem_types(_plugins.plugin_manager()):
+        return
+    if name == "ramfs":
+        raise ImageError(
+            "ramfs has no on-disk format to make: it lives in memory; an image "
+            "with a ramfs root is written by 'osv build --fs ramfs', which packs "
+            "the tree as a bootfs"
+        )
+    raise ImageError(
+        f"{name} has no on-disk format to make: the kernel makes it in memory at boot"
+    )
 
 
 def filesystem_class(plugins, name: str) -> type:  # noqa: ANN001 - a PluginManager

@@ -50,6 +50,11 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+# The exit status of a command whose output nobody reads any more, as a shell
+# reports a program killed by SIGPIPE: 128 + 13.
+EXIT_BROKEN_PIPE = 128 + 13
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``osv`` command; return its exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -57,19 +62,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(requested)
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
-
-    if args.version:
-        print(version_report())
-        return 0
-    if args.command is None:
+    if args.command is None and not args.version:
         parser.error("a command is required")
 
     try:
-        return importlib.import_module(COMMANDS[args.command].module).run(args)
+        if args.version:
+            print(version_report())
+            status = 0
+        else:
+            status = importlib.import_module(COMMANDS[args.command].module).run(args)
+        # What is still buffered is written now, so that a reader that went
+        # away is noticed here rather than at the interpreter's exit.
+        sys.stdout.flush()
+        return status
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError as exc:
+        if not _stdout_is_broken():
+            return _report(exc)
+        return _quiet_broken_pipe()
     except Exception as exc:
         return _report(exc)
+
+
+def _stdout_is_broken() -> bool:
+    """Whether standard output is a pipe (or socket) whose reader has gone."""
+    # Imported here: only a broken pipe needs it.
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        events = poller.poll(0)
+    except (AttributeError, ValueError, OSError):
+        return False
+    return any(event & (select.POLLERR | select.POLLHUP) for _, event in events)
+
+
+def _quiet_broken_pipe() -> int:
+    """End quietly when the reader of standard output has gone.
+
+    ``osv image info IMAGE | head -3`` is not an error of ours, and tools
+    killed by SIGPIPE print nothing. Python ignores SIGPIPE and raises
+    BrokenPipeError instead; as its documentation advises, standard output is
+    pointed at /dev/null so that the interpreter's last flush does not fail
+    again, and the status is the one a shell shows for SIGPIPE.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, ValueError, OSError):
+        logger.debug("standard output could not be pointed at /dev/null")
+    return EXIT_BROKEN_PIPE
 
 
 def build_parser(requested: str | None = None) -> argparse.ArgumentParser:

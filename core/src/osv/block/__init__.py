@@ -18,10 +18,12 @@ from ._mbr import (
     read_partition_table,
 )
 from ._node import BlockDeviceNode, block_device_node
-from ._open import FORMATS, detect_format, open_disk
+from ._open import FOREIGN_FORMATS, FORMAT_NAMES, FORMATS, detect_format, open_disk
 from ._qcow2 import QCOW2_MAGIC, Qcow2Disk, Qcow2Header, is_qcow2
 
 __all__ = [
+    "FOREIGN_FORMATS",
+    "FORMAT_NAMES",
     "FORMATS",
     "MBR_ENTRY",
     "MBR_ENTRY_SIZE",

@@ -26,7 +26,18 @@ logger = logging.getLogger(__name__)
 # adds a "reads as zeros" flag (bit 0) to L2 entries, and both versions have
 # compressed clusters (bit 62), whose entry holds a byte offset and a sector
 # count instead of a cluster offset. Bit 63 ("copied") says the table or
-# cluster has exactly one user, so it may be written in place.
+# cluster has exactly one user, so it may be written in place. The other bits
+# of L1 and L2 entries are reserved and must be zero.
+#
+# Trusting the tables: QEMU reads a cluster that lies past the end of the
+# file as zeros, and only `qemu-img check` calls such an image corrupt. For
+# a program's files that would mean running damaged code, so at open every
+# entry the active L1 table reaches is checked (reserved bits clear, offsets
+# aligned, every cluster wholly inside the file) and a bad one is refused by
+# name. QEMU and this writer both write whole clusters, so a cluster cut
+# short means the file was cut short (an interrupted copy, a full disk); its
+# missing bytes cannot be told from zeros, and it is refused too. Reads
+# check again, in case the file shrinks while it is open.
 #
 # Every host cluster in use is counted in the refcount structure: a refcount
 # table (whole clusters) of offsets of refcount blocks, each a cluster of
@@ -68,6 +79,13 @@ REFTABLE_OFFSET_MASK = 0xFFFF_FFFF_FFFF_FE00
 OFLAG_COPIED = 1 << 63
 OFLAG_COMPRESSED = 1 << 62
 OFLAG_ZERO = 1
+# Bits that must be zero: in an L1 entry bits 0-8 and 56-62; in a standard L2
+# entry bits 1-8 and 56-61, and bit 0 too before version 3 (which gave it the
+# "reads as zeros" meaning). Compressed entries have no reserved bits, but
+# their byte offset must stay below 2**56 like every other host offset.
+L1E_RESERVED_MASK = 0x7F00_0000_0000_01FF
+L2E_STD_RESERVED_MASK = 0x3F00_0000_0000_01FE
+_MAX_HOST_OFFSET = 1 << 56
 
 INCOMPAT_DIRTY = 1 << 0
 INCOMPAT_CORRUPT = 1 << 1
@@ -82,6 +100,7 @@ _INCOMPAT_KNOWN = (
     | INCOMPAT_EXTL2
 )
 COMPRESSION_ZLIB = 0
+COMPRESSION_ZSTD = 1
 
 # QEMU's own limits on table sizes; a header claiming more is refused before
 # anything that large is read.
@@ -125,7 +144,10 @@ class Qcow2Header:
     def parse(cls, data: bytes, name: str) -> Qcow2Header:
         """The header at the start of ``data``; ``Qcow2Error`` if there is none."""
         if len(data) < V2_HEADER_LENGTH:
-            raise Qcow2Error(f"{name}: too short for a qcow2 header")
+            raise Qcow2Error(
+                f"{name}: too short for a qcow2 header ({len(data)} bytes): the "
+                "image is truncated"
+            )
         magic, version, *fields = _HEADER_V2.unpack_from(data)
         if magic != QCOW2_MAGIC:
             raise Qcow2Error(f"{name}: not a qcow2 file (bad magic {magic!r})")
@@ -136,7 +158,9 @@ class Qcow2Header:
         header = cls(version, *fields)
         if version == 3:
             if len(data) < V3_HEADER_LENGTH:
-                raise Qcow2Error(f"{name}: truncated qcow2 version 3 header")
+                raise Qcow2Error(
+                    f"{name}: truncated qcow2 version 3 header ({len(data)} bytes)"
+                )
             (
                 header.incompatible_features,
                 header.compatible_features,
@@ -205,8 +229,14 @@ class Qcow2Disk(BlockDevice):
         self.cluster_size = 1 << header.cluster_bits
         self._file = file
         self._fd = file.fileno()
+        # Where the file ends: every cluster a table names must lie before
+        # it. Writes that append clusters move it on (see _pwrite).
+        self._file_end = os.fstat(self._fd).st_size
         self._l2_bits = header.cluster_bits - 3
         self._l2_mask = (1 << self._l2_bits) - 1
+        self._l2_reserved = L2E_STD_RESERVED_MASK | (
+            OFLAG_ZERO if header.version < 3 else 0
+        )
         self._zero_cluster = bytes(self.cluster_size)
         self._l1 = self._load_l1()
         self._l2_tables: dict[int, bytearray] = {}
@@ -236,6 +266,7 @@ class Qcow2Disk(BlockDevice):
             file_size = os.fstat(file.fileno()).st_size
             _validate(header, file_size, filename, writable)
             disk = cls(filename, file, header, writable, name)
+            disk.check()
         except BaseException:
             file.close()
             raise
@@ -357,19 +388,67 @@ class Qcow2Disk(BlockDevice):
             return _UNALLOCATED, 0
         table = self._l2_table(table_offset)
         (entry,) = _ENTRY.unpack_from(table, (cluster & self._l2_mask) * 8)
+        return self._classify(entry, cluster)
+
+    def _classify(self, entry: int, cluster: int) -> tuple[int, int]:
+        """What the L2 entry of guest ``cluster`` says, checked against the file.
+
+        Returns (kind, host offset) or, for a compressed cluster, (kind,
+        entry); an entry the specification forbids, or one naming bytes the
+        file does not have, raises ``Qcow2Error``.
+        """
         if entry & OFLAG_COMPRESSED:
+            offset, _ = self._compressed_extent(entry)
+            if offset >= self._file_end or offset >= _MAX_HOST_OFFSET:
+                raise self._corrupt(
+                    f"the compressed data of guest cluster {cluster} "
+                    f"(disk offset {cluster << self.cluster_bits:#x}) starts at "
+                    f"{offset:#x}, past the end of the file ({self._file_end} bytes)"
+                )
             return _COMPRESSED, entry
-        host = entry & OFFSET_MASK
-        if self.version >= 3 and entry & OFLAG_ZERO:
-            return _ZERO, host
-        if not host:
-            return _UNALLOCATED, 0
-        if host & (self.cluster_size - 1):
-            raise Qcow2Error(
-                f"{self.path}: guest cluster {cluster} is stored at unaligned "
-                f"offset {host:#x} (the image is corrupt)"
+        if entry & self._l2_reserved:
+            raise self._corrupt(
+                f"the L2 entry of guest cluster {cluster} ({entry:#018x}) has "
+                "reserved bits set"
             )
-        return _DATA, host
+        host = entry & OFFSET_MASK
+        if not host:
+            return (_ZERO if entry & OFLAG_ZERO else _UNALLOCATED), 0
+        if host & (self.cluster_size - 1):
+            raise self._corrupt(
+                f"guest cluster {cluster} is stored at unaligned offset {host:#x}"
+            )
+        if host + self.cluster_size > self._file_end:
+            raise self._corrupt(
+                f"guest cluster {cluster} (disk offset "
+                f"{cluster << self.cluster_bits:#x}) is stored at {host:#x}, past "
+                f"the end of the file ({self._file_end} bytes)",
+                truncated=True,
+            )
+        # A cluster flagged "reads as zeros" may keep its host cluster (a
+        # preallocation); that cluster must be in the file all the same.
+        return (_ZERO if entry & OFLAG_ZERO else _DATA), host
+
+    def _corrupt(self, what: str, *, truncated: bool = False) -> Qcow2Error:
+        """The error for a damaged image, saying what is wrong and where."""
+        verdict = "truncated or corrupt" if truncated else "corrupt"
+        return Qcow2Error(f"{self.path}: {what}: the image is {verdict}")
+
+    def check(self) -> None:
+        """Check every L2 table the active L1 table names, and every entry in them.
+
+        Raises ``Qcow2Error`` naming the first table or cluster that breaks
+        the specification or lies (even partly) past the end of the file.
+        """
+        for l1_index, l1_entry in enumerate(self._l1):
+            table_offset = l1_entry & OFFSET_MASK
+            if not table_offset:
+                continue
+            table = self._l2_table(table_offset)
+            first = l1_index << self._l2_bits
+            for index, (entry,) in enumerate(_ENTRY.iter_unpack(table)):
+                if entry:
+                    self._classify(entry, first + index)
 
     def _l2_table(self, offset: int) -> bytearray:
         table = self._l2_tables.get(offset)
@@ -382,9 +461,8 @@ class Qcow2Disk(BlockDevice):
 
     def _read_table(self, offset: int, what: str) -> bytearray:
         if offset & (self.cluster_size - 1) or offset >= _MAX_FILE_OFFSET:
-            raise Qcow2Error(
-                f"{self.path}: {what} at offset {offset:#x} is not a cluster of "
-                "the file (the image is corrupt)"
+            raise self._corrupt(
+                f"{what} at offset {offset:#x} is not a cluster of the file"
             )
         table = bytearray(self.cluster_size)
         try:
@@ -392,8 +470,10 @@ class Qcow2Disk(BlockDevice):
         except OSError as error:
             raise Qcow2Error(f"{self.path}: read failed: {error.strerror}") from None
         if done != self.cluster_size:
-            raise Qcow2Error(
-                f"{self.path}: {what} at {offset:#x} lies past the end of the file"
+            raise self._corrupt(
+                f"{what} at {offset:#x} lies past the end of the file "
+                f"({self._file_end} bytes)",
+                truncated=True,
             )
         return table
 
@@ -402,10 +482,14 @@ class Qcow2Disk(BlockDevice):
             done = os.preadv(self._fd, [view], offset)
         except OSError as error:
             raise Qcow2Error(f"{self.path}: read failed: {error.strerror}") from None
-        # Past the end of the file a cluster reads as zeros, as QEMU reads it:
-        # the tail of the last cluster need not have been written out.
+        # Every cluster was checked to lie inside the file (see _classify):
+        # a short read means the file has shrunk since.
         if done < len(view):
-            view[done:] = bytes(len(view) - done)
+            raise self._corrupt(
+                f"{len(view)} bytes at {offset:#x} lie past the end of the file "
+                f"(only {done} could be read)",
+                truncated=True,
+            )
 
     def _compressed_extent(self, entry: int) -> tuple[int, int]:
         """The byte offset and the length of a compressed cluster's data."""
@@ -614,9 +698,10 @@ class Qcow2Disk(BlockDevice):
 
     def _pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         try:
-            os.pwrite(self._fd, data, offset)
+            written = os.pwrite(self._fd, data, offset)
         except OSError as error:
             raise Qcow2Error(f"{self.path}: write failed: {error.strerror}") from None
+        self._file_end = max(self._file_end, offset + written)
 
     # -- the L1 table -----------------------------------------------------------
 
@@ -628,8 +713,16 @@ class Qcow2Disk(BlockDevice):
         except OSError as error:
             raise Qcow2Error(f"{self.path}: read failed: {error.strerror}") from None
         if len(raw) != length:
-            raise Qcow2Error(f"{self.path}: the L1 table lies past the end of the file")
-        return [entry for (entry,) in _ENTRY.iter_unpack(raw)]
+            raise self._corrupt(
+                "the L1 table lies past the end of the file", truncated=True
+            )
+        entries = [entry for (entry,) in _ENTRY.iter_unpack(raw)]
+        for index, entry in enumerate(entries):
+            if entry & L1E_RESERVED_MASK:
+                raise self._corrupt(
+                    f"L1 entry {index} ({entry:#018x}) has reserved bits set"
+                )
+        return entries
 
 
 def _validate(header: Qcow2Header, file_size: int, name: str, writable: bool) -> None:
@@ -671,11 +764,7 @@ def _validate(header: Qcow2Header, file_size: int, name: str, writable: bool) ->
         raise Qcow2Error(
             f"{name}: qcow2 images with extended L2 entries are not supported"
         )
-    if features & INCOMPAT_COMPRESSION and header.compression_type != COMPRESSION_ZLIB:
-        raise Qcow2Error(
-            f"{name}: compression type {header.compression_type} (zstd) is not "
-            "supported; convert the image without compression"
-        )
+    _validate_compression_type(header, name)
     if features & INCOMPAT_DIRTY:
         if writable:
             raise Qcow2Error(
@@ -696,12 +785,18 @@ def _validate(header: Qcow2Header, file_size: int, name: str, writable: bool) ->
         if getattr(header, field) & (cluster_size - 1):
             raise Qcow2Error(f"{name}: {field} is not aligned to a cluster")
     if header.l1_table_offset + header.l1_size * 8 > file_size:
-        raise Qcow2Error(f"{name}: the L1 table lies past the end of the file")
+        raise Qcow2Error(
+            f"{name}: the L1 table lies past the end of the file ({file_size} "
+            "bytes): the image is truncated or corrupt"
+        )
     reftable_end = (
         header.refcount_table_offset + header.refcount_table_clusters * cluster_size
     )
     if writable and reftable_end > file_size:
-        raise Qcow2Error(f"{name}: the refcount table lies past the end of the file")
+        raise Qcow2Error(
+            f"{name}: the refcount table lies past the end of the file ({file_size} "
+            "bytes): the image is truncated or corrupt"
+        )
 
     if writable:
         if header.refcount_order < 3:
@@ -713,3 +808,38 @@ def _validate(header: Qcow2Header, file_size: int, name: str, writable: bool) ->
             raise Qcow2Error(
                 f"{name}: bad refcount_table_clusters {header.refcount_table_clusters}"
             )
+
+
+def _validate_compression_type(header: Qcow2Header, name: str) -> None:
+    """Refuse compression_type fields QEMU refuses; only zlib is read here.
+
+    Incompatible feature bit 3 says the compression_type field is present
+    (header_length above 104) and names a type other than zlib; a type other
+    than zlib without the bit is just as invalid.
+    """
+    flagged = header.incompatible_features & INCOMPAT_COMPRESSION
+    present = header.version >= 3 and header.header_length > _COMPRESSION_TYPE_OFFSET
+    if flagged and not present:
+        raise Qcow2Error(
+            f"{name}: incompatible feature bit 3 (compression type) is set, but the "
+            f"{header.header_length}-byte header has no compression_type field "
+            "(the image is corrupt)"
+        )
+    if flagged and header.compression_type == COMPRESSION_ZLIB:
+        raise Qcow2Error(
+            f"{name}: incompatible feature bit 3 (compression type) is set with "
+            "compression_type 0 (zlib), which must not carry it (the image is "
+            "corrupt)"
+        )
+    if not flagged and header.compression_type != COMPRESSION_ZLIB:
+        raise Qcow2Error(
+            f"{name}: compression_type {header.compression_type} without "
+            "incompatible feature bit 3 (the image is corrupt)"
+        )
+    if header.compression_type == COMPRESSION_ZSTD:
+        raise Qcow2Error(
+            f"{name}: compression type 1 (zstd) is not supported; convert the "
+            "image with 'qemu-img convert -O qcow2 IMAGE NEW' (zlib or none)"
+        )
+    if header.compression_type != COMPRESSION_ZLIB:
+        raise Qcow2Error(f"{name}: unknown compression type {header.compression_type}")

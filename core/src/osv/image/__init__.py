@@ -25,6 +25,7 @@ from ._disk import (
     ROOT_PARTITION_OFFSET,
     DiskImage,
     Partition,
+    check_output_path,
     write_image,
     write_raw_image,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "ManifestEntry",
     "ManifestError",
     "ManifestText",
+    "check_output_path",
     "check_tree",
     "Partition",
     "SizeError",

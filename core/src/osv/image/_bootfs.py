@@ -195,7 +195,7 @@ def _write_content(item: _Planned, out: BinaryIO) -> int:
                 out.write(chunk)
     except OSError as error:
         raise BootfsError(
-            f"{entry.origin}: cannot read {entry.host}: {error}"
+            f"{entry.origin}: cannot read {entry.host}: {error.strerror}"
         ) from None
     if copied != item.size:
         raise BootfsError(

@@ -5,15 +5,23 @@ from __future__ import annotations
 import logging
 import os
 
-from osv.block import BlockError
+from osv.block import FOREIGN_FORMATS, FORMAT_NAMES, BlockError, detect_format
 
-from ._disk import IMAGE_FORMATS, DiskImage, _SparseTarget, _write_atomically
+from ._disk import (
+    IMAGE_FORMATS,
+    DiskImage,
+    _SparseTarget,
+    _without_path,
+    _write_atomically,
+    check_output_path,
+)
 from ._errors import ImageError
 
 logger = logging.getLogger(__name__)
 
 # Formats only QEMU's tool writes: VMware's and VirtualBox's disks, as OSv's
-# scripts/convert makes them.
+# scripts/convert makes them. (It also reads those and Hyper-V's VHD and VHDX
+# for us; see FOREIGN_FORMATS.)
 QEMU_IMG_FORMATS = ("vmdk", "vdi")
 CONVERT_FORMATS = (*IMAGE_FORMATS, *QEMU_IMG_FORMATS)
 
@@ -27,7 +35,9 @@ def convert_image(
 
     raw and qcow2 are written here, sparse (only data that is not zero is
     stored); vmdk and vdi need ``qemu-img``. The source is checked to be an
-    image first, and *target* appears only once complete.
+    image first, and *target* appears only once complete. A source in another
+    virtualiser's container (vmdk, vdi, vhdx, vhd) is read by ``qemu-img``,
+    and what it holds must then be an image.
     """
     if to not in CONVERT_FORMATS:
         raise ImageError(
@@ -35,9 +45,17 @@ def convert_image(
         )
     if os.path.abspath(source) == os.path.abspath(target):
         raise ImageError("the converted image must not replace its source")
+    check_output_path(target)
+    try:
+        container = detect_format(source)
+    except BlockError:
+        # DiskImage.open, below, says why the file cannot be read.
+        container = "raw"
+    if container in FOREIGN_FORMATS:
+        return _convert_foreign(os.fspath(source), container, os.fspath(target), to)
     with DiskImage.open(source) as image:
         if to in QEMU_IMG_FORMATS:
-            _convert_with_qemu_img(image, os.fspath(target), to)
+            _convert_with_qemu_img(image.path, image.format, os.fspath(target), to)
             return image.size
 
         def fill(output: _SparseTarget) -> None:
@@ -57,32 +75,70 @@ def convert_image(
         return image.size
 
 
-def _convert_with_qemu_img(image: DiskImage, target: str, to: str) -> None:
+def _convert_foreign(source: str, container: str, target: str, to: str) -> int:
+    """Convert a vmdk, vdi, vhdx or vhd *source* with qemu-img; return its size.
+
+    The result is opened as an image before it takes *target*'s place, so a
+    foreign disk that holds no OSv image is refused rather than written.
+    """
+
+    def check(converted: str) -> int:
+        if to not in IMAGE_FORMATS:
+            return 0
+        try:
+            with DiskImage.open(converted) as image:
+                return image.size
+        except ImageError as error:
+            raise ImageError(
+                f"{source}: the {FORMAT_NAMES[container]} disk is not an OSv "
+                f"image: {_without_path(error, converted)}"
+            ) from None
+
+    return _convert_with_qemu_img(source, container, target, to, check)
+
+
+def _convert_with_qemu_img(
+    source: str,
+    source_format: str,
+    target: str,
+    to: str,
+    check=None,  # noqa: ANN001 - Callable[[str], int] | None
+) -> int:
+    """Let qemu-img write *target*; *check* vets the result before it is renamed."""
     # Imported here: `osv run` imports this package, and only a conversion
-    # to vmdk or vdi runs another program.
+    # to or from a format of another virtualiser runs another program.
     import shutil
     import subprocess
     import tempfile
 
     program = shutil.which("qemu-img")
     if program is None:
+        if to in QEMU_IMG_FORMATS:
+            needed = f"converting to {to}"
+        else:
+            needed = f"reading a {FORMAT_NAMES[source_format]} image"
         raise ImageError(
-            f"converting to {to} needs qemu-img, which is not installed "
+            f"{needed} needs qemu-img, which is not installed "
             "(on Debian and Ubuntu: apt install qemu-utils)"
         )
     directory = os.path.dirname(os.path.abspath(target))
-    handle, temporary = tempfile.mkstemp(prefix=".osv-image-", dir=directory)
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=".osv-image-", dir=directory)
+    except OSError as error:
+        raise ImageError(f"cannot create {target}: {error.strerror}") from None
     os.close(handle)
-    command = [program, "convert", "-f", image.format, "-O", to, image.path, temporary]
+    command = [program, "convert", "-f", source_format, "-O", to, source, temporary]
     logger.debug("running %s", " ".join(command))
     try:
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             reason = (result.stderr.strip().splitlines() or ["no message"])[-1]
-            raise ImageError(f"qemu-img could not convert {image.path}: {reason}")
+            raise ImageError(f"qemu-img could not convert {source}: {reason}")
+        size = check(temporary) if check is not None else 0
         os.chmod(temporary, 0o644)
         os.replace(temporary, target)
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+    return size

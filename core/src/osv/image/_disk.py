@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
+import stat
 from typing import BinaryIO, NamedTuple, Self
 
 from osv.block import (
+    FOREIGN_FORMATS,
+    FORMAT_NAMES,
     MBR_ENTRY,
     MBR_ENTRY_SIZE,
     MBR_PARTITION_TABLE,
@@ -17,12 +21,14 @@ from osv.block import (
     BlockError,
     Qcow2Disk,
     RawDisk,
+    detect_format,
     open_disk,
     read_partition_table,
 )
 
 from ._descriptor import (
     DESCRIPTOR_HEADER,
+    DESCRIPTOR_MAGIC,
     DESCRIPTOR_MAX_SIZE,
     DESCRIPTOR_OFFSET,
     ImageDescriptor,
@@ -105,6 +111,7 @@ def write_image(
         raise ImageError(
             f"unknown image format {format!r} (choose from {', '.join(IMAGE_FORMATS)})"
         )
+    check_output_path(path)
     encoded_cmdline = _encode_cmdline(cmdline)
     descriptor_bytes = descriptor.to_bytes()
 
@@ -202,6 +209,13 @@ class DiskImage:
         except OSError as error:
             raise ImageError(f"cannot open image {name}: {error.strerror}") from None
         try:
+            container = detect_format(name)
+            if container in FOREIGN_FORMATS:
+                raise ImageError(
+                    f"{name}: a {FORMAT_NAMES[container]} image, which osv does not "
+                    "run; convert it first: osv image convert "
+                    f"{shlex.quote(name)} --to qcow2 -o NEW.qcow2"
+                )
             # Kept open for the object's life; close() or "with" releases it.
             device = open_disk(name, writable=writable)
         except BlockError as error:
@@ -287,6 +301,8 @@ class DiskImage:
         return [Partition(entry.index, entry.start, entry.size) for entry in entries]
 
     def _validate(self) -> None:
+        if self.format == "raw":
+            self._check_raw_image()
         if self.size < ROOT_PARTITION_OFFSET:
             raise ImageError(
                 f"{self.path}: {self.size} bytes is too small for an image "
@@ -305,13 +321,100 @@ class DiskImage:
         except ImageError as error:
             raise ImageError(f"{self.path}: {error}") from None
 
-        for partition in self.partitions():
+        self._check_partitions()
+
+    def _check_raw_image(self) -> None:
+        """Refuse a file that is no image at all before reading it as one.
+
+        Nothing marks a raw disk as such, so a file that is neither qcow2 nor
+        one of the containers the block layer names is opened raw. Our raw
+        images carry the descriptor's magic at 64 KiB: without it, saying
+        "too small" or "no MBR signature" would only mislead.
+        """
+        length = len(DESCRIPTOR_MAGIC)
+        if self.size < DESCRIPTOR_OFFSET + length:
+            reason = f"only {self.size} bytes"
+        elif self.read(DESCRIPTOR_OFFSET, length) != DESCRIPTOR_MAGIC:
+            reason = f"no image descriptor at byte {DESCRIPTOR_OFFSET}"
+        else:
+            return
+        raise ImageError(
+            f"{self.path}: neither a qcow2 image nor a raw OSv image "
+            f"(no qcow2 magic at byte 0, {reason})"
+        )
+
+    def _check_partitions(self) -> None:
+        """Check the MBR's partitions against the layout ``write_image`` makes.
+
+        The root file system is in entry index 1, which must be in use (with
+        no entry the kernel finds no /dev/vblk0.1 and a boot fails later, on
+        a misleading error). Every partition in use must lie between the end
+        of the boot area (MBR, command line, descriptor: the first 2 MiB)
+        and the end of the disk, and no two may overlap.
+        """
+        partitions = self.partitions()
+        if not any(p.index == ROOT_PARTITION_INDEX for p in partitions):
+            raise ImageError(
+                f"{self.path}: the MBR has no root partition (entry index "
+                f"{ROOT_PARTITION_INDEX} is not in use): the partition table is "
+                "corrupt"
+            )
+        for partition in partitions:
+            where = (
+                f"partition {partition.index} ({partition.size} bytes at "
+                f"{partition.start})"
+            )
+            if partition.start < ROOT_PARTITION_OFFSET:
+                raise ImageError(
+                    f"{self.path}: {where} overlaps the MBR, command line and "
+                    f"descriptor in the first {ROOT_PARTITION_OFFSET} bytes: the "
+                    "partition table is corrupt"
+                )
             if partition.start + partition.size > self.size:
                 raise ImageError(
-                    f"{self.path}: partition {partition.index} "
-                    f"({partition.size} bytes at {partition.start}) runs past the "
-                    f"end of the image ({self.size} bytes)"
+                    f"{self.path}: {where} runs past the end of the image "
+                    f"({self.size} bytes): the image is truncated or its "
+                    "partition table is corrupt"
                 )
+        ordered = sorted(partitions, key=lambda p: p.start)
+        for first, second in zip(ordered, ordered[1:], strict=False):
+            if first.start + first.size > second.start:
+                raise ImageError(
+                    f"{self.path}: partitions {first.index} and {second.index} "
+                    "overlap: the partition table is corrupt"
+                )
+
+
+def check_output_path(path: str | os.PathLike[str]) -> None:
+    """Refuse an output path that cannot become a file: a directory, a device
+    or other special file, or a path whose directory does not exist.
+
+    Images are written to a temporary file beside the output and renamed
+    onto it, so without this check a directory given as the output would
+    fail only at the end, naming a temporary file in its parent, and a
+    device node (``-o /dev/null``) would be replaced by the image.
+    """
+    target = os.fspath(path)
+    if not target:
+        raise ImageError("the output path is empty")
+    if os.path.isdir(target):
+        raise ImageError(
+            f"the output {target} is a directory; give the path of a file to write"
+        )
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise ImageError(
+            f"the output {target} exists and is not a regular file (a device, "
+            "FIFO or socket); give the path of a file to write"
+        )
+    directory = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(directory):
+        raise ImageError(
+            f"cannot write {target}: the directory {directory} does not exist"
+        )
 
 
 def _without_path(error: Exception, path: str) -> str:
@@ -472,6 +575,7 @@ def _write_atomically(
     import tempfile
 
     target = os.fspath(path)
+    check_output_path(target)
     directory = os.path.dirname(os.path.abspath(target))
     try:
         handle, temporary = tempfile.mkstemp(prefix=".osv-image-", dir=directory)

@@ -35,6 +35,41 @@ _MAX_SYMLINK_HOPS = 40
 
 _FROM_HOST = "<from-host>"
 
+# File systems whose files the host kernel makes up as they are read (process
+# state, devices, kernel settings): copying them gives an image of the build
+# machine's state at that moment, and reading some of them fails or never
+# ends. A tree given to --from-host that holds one (a whole root, "/") skips
+# it with a warning; naming a path inside one is an error.
+PSEUDO_FILESYSTEMS = frozenset(
+    {
+        "autofs",
+        "binfmt_misc",
+        "bpf",
+        "cgroup",
+        "cgroup2",
+        "configfs",
+        "debugfs",
+        "devpts",
+        "devtmpfs",
+        "efivarfs",
+        "fusectl",
+        "hugetlbfs",
+        "mqueue",
+        "nsfs",
+        "proc",
+        "pstore",
+        "rpc_pipefs",
+        "securityfs",
+        "selinuxfs",
+        "sysfs",
+        "tracefs",
+    }
+)
+_MOUNT_TABLE = "/proc/self/mounts"
+# /proc/self/mounts writes a space, tab, newline or backslash in a path as a
+# three-digit octal escape.
+_MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
+
 
 @dataclasses.dataclass(frozen=True)
 class ManifestEntry:
@@ -95,6 +130,7 @@ def manifest_from_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Manifes
     host path where the loader finds it.
     """
     entries = _Entries()
+    mounts = host_mounts()
     for number, raw_path in enumerate(paths, 1):
         origin = f"{_FROM_HOST}:{number}"
         path = os.path.abspath(os.fspath(raw_path))
@@ -106,11 +142,18 @@ def manifest_from_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Manifes
                 f"{origin}: cannot use {path}: {error.strerror}"
             ) from None
         guest = _guest_path(path, origin)
+        mount_point, fs_type = _mount_of(resolved, mounts)
+        if fs_type in PSEUDO_FILESYSTEMS:
+            raise ManifestError(
+                f"{origin}: {path} is on the {fs_type} file system mounted at "
+                f"{mount_point}, whose files the host kernel makes up as they are "
+                "read; it cannot be put in an image"
+            )
 
         if stat.S_ISREG(mode):
             entries.add(ManifestEntry(guest, "file", resolved, None, origin))
             for needed in _elf_dependencies(resolved, origin):
-                needed_guest = _guest_path(needed, origin)
+                needed_guest = _guest_path(os.path.normpath(needed), origin)
                 if needed_guest not in entries:
                     entries.add(
                         ManifestEntry(
@@ -119,7 +162,7 @@ def manifest_from_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Manifes
                     )
         elif stat.S_ISDIR(mode):
             entries.add(ManifestEntry(guest, "dir", resolved, None, origin))
-            tree = list(_directory_tree(guest, resolved, origin))
+            tree = list(_directory_tree(guest, resolved, origin, mounts))
             for entry in tree:
                 entries.add(entry)
             # Shared objects in the tree (Python extension modules, say)
@@ -127,7 +170,7 @@ def manifest_from_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Manifes
             for entry in tree:
                 if entry.kind == "file":
                     for needed in _elf_dependencies(entry.host, origin):
-                        needed_guest = _guest_path(needed, origin)
+                        needed_guest = _guest_path(os.path.normpath(needed), origin)
                         if needed_guest not in entries:
                             entries.add(
                                 ManifestEntry(
@@ -166,7 +209,11 @@ def check_tree(entries: Iterable[ManifestEntry]) -> None:
 
 
 def _elf_dependencies(path: str, origin: str) -> list[str]:
-    """Host paths of the interpreter and libraries a dynamic ELF file needs."""
+    """Host paths of the interpreter and libraries a dynamic ELF file needs.
+
+    A path found through an $ORIGIN run path may hold ".." ("$ORIGIN/../lib");
+    callers normalise it into the guest path the loader will reach.
+    """
     with open(path, "rb") as stream:
         if stream.read(4) != b"\x7fELF":
             return []
@@ -443,10 +490,56 @@ def _dereference(path: str, origin: str) -> str:
     raise ManifestError(f"{origin}: too many levels of symlinks at {path}")
 
 
+def host_mounts() -> dict[str, str]:
+    """This host's mount points and the type of file system mounted on each.
+
+    Empty when the mount table cannot be read (no /proc): nothing is then
+    known to be a pseudo file system.
+    """
+    try:
+        with open(_MOUNT_TABLE, encoding="utf-8", errors="surrogateescape") as table:
+            lines = table.read().splitlines()
+    except OSError as error:
+        logger.debug("cannot read %s: %s", _MOUNT_TABLE, error.strerror)
+        return {}
+    mounts = {}
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 3:
+            point = _MOUNT_ESCAPE.sub(lambda m: chr(int(m[1], 8)), fields[1])
+            # A later line is a mount on top of an earlier one at that point.
+            mounts[point] = fields[2]
+    return mounts
+
+
+def _read_link(path: str, origin: str) -> str:
+    """The target of the host symlink *path*; ``ManifestError`` if unreadable."""
+    try:
+        return os.readlink(path)
+    except OSError as error:
+        raise ManifestError(
+            f"{origin}: cannot read the symlink {path}: {error.strerror}"
+        ) from None
+
+
+def _mount_of(path: str, mounts: Mapping[str, str]) -> tuple[str, str]:
+    """The mount point holding the real path *path*, and its file-system type."""
+    probe = path
+    while True:
+        fs_type = mounts.get(probe)
+        if fs_type is not None or probe == "/":
+            return probe, fs_type or ""
+        probe = os.path.dirname(probe)
+
+
 def _directory_tree(
-    guest_root: str, host_root: str, origin: str
+    guest_root: str, host_root: str, origin: str, mounts: Mapping[str, str]
 ) -> Iterator[ManifestEntry]:
-    """Every directory, file and symlink below *host_root*, kinds kept as they are."""
+    """Every directory, file and symlink below *host_root*, kinds kept as they are.
+
+    A directory on which a pseudo file system is mounted is skipped, with a
+    warning.
+    """
     pending = [(guest_root, host_root)]
     while pending:
         guest_dir, host_dir = pending.pop()
@@ -461,18 +554,35 @@ def _directory_tree(
         subdirectories = []
         for child in children:
             guest = _guest_path(f"{guest_dir}/{child.name}", origin)
-            if child.is_symlink():
-                yield ManifestEntry(
-                    guest, "symlink", None, os.readlink(child.path), origin
-                )
-            elif child.is_dir(follow_symlinks=False):
-                yield ManifestEntry(guest, "dir", child.path, None, origin)
-                subdirectories.append((guest, child.path))
-            elif child.is_file(follow_symlinks=False):
-                yield ManifestEntry(guest, "file", child.path, None, origin)
-            else:
-                logger.warning(
-                    "%s: skipping %s: not a regular file", origin, child.path
-                )
+            try:
+                if child.is_symlink():
+                    yield ManifestEntry(
+                        guest, "symlink", None, _read_link(child.path, origin), origin
+                    )
+                elif child.is_dir(follow_symlinks=False):
+                    fs_type = mounts.get(child.path, "")
+                    if fs_type in PSEUDO_FILESYSTEMS:
+                        logger.warning(
+                            "%s: skipping %s: a %s file system, whose files the "
+                            "host kernel makes up",
+                            origin,
+                            child.path,
+                            fs_type,
+                        )
+                        continue
+                    yield ManifestEntry(guest, "dir", child.path, None, origin)
+                    subdirectories.append((guest, child.path))
+                elif child.is_file(follow_symlinks=False):
+                    yield ManifestEntry(guest, "file", child.path, None, origin)
+                else:
+                    logger.warning(
+                        "%s: skipping %s: not a regular file", origin, child.path
+                    )
+            except OSError as error:
+                # The type of an entry is looked up when the listing does not
+                # carry it, and that can fail as well.
+                raise ManifestError(
+                    f"{origin}: cannot use {child.path}: {error.strerror}"
+                ) from None
         # Reversed so that the stack visits subdirectories in name order.
         pending.extend(reversed(subdirectories))

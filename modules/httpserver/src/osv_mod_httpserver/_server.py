@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import email.policy
 import errno
@@ -11,6 +12,7 @@ import os
 import ssl
 import tempfile
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -20,6 +22,9 @@ from osv_mod_httpserver._guestfs import locked, read_file
 from osv_mod_httpserver._routes import NotSupported, RawBody
 
 logger = logging.getLogger(__name__)
+
+# Seconds a stopping server waits for replies being written.
+STOP_GRACE = 5.0
 
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "0.0.1"
@@ -65,6 +70,22 @@ class RestServer:
         ]
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # Requests being answered: stopping waits for them (a shutdown
+        # request ends the program before its own reply is sent).
+        self._in_flight = 0
+        self._idle = threading.Condition()
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Count a request as in flight until its reply has been written."""
+        with self._idle:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
 
     # ---- life cycle -----------------------------------------------------------
 
@@ -90,6 +111,9 @@ class RestServer:
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._in_flight == 0, STOP_GRACE):
+                logger.warning("stopping with %d replies unsent", self._in_flight)
         httpd.shutdown()
         httpd.server_close()
 
@@ -420,6 +444,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, b"", "text/plain")
 
     def _serve(self, method: str) -> None:
+        with self.server_app.answering():
+            self._answer(method)
+
+    def _answer(self, method: str) -> None:
         try:
             form, files = self._form()
         except HttpError as error:

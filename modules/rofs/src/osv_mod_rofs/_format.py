@@ -46,6 +46,10 @@ FILE_TYPES = (S_IFDIR, S_IFREG, S_IFLNK)
 
 ROOT_INODE = 1
 
+# Names quoted in error messages are cut to this many bytes: a damaged length
+# field can make a "name" of up to 64 KiB of whatever follows it.
+SHOWN_NAME_BYTES = 64
+
 # The tables are read whole at mount and kept in memory, as OSv does. A tree
 # of a million files needs about 60 MiB of them; a superblock claiming more
 # than this is refused rather than trusted with that much memory.
@@ -231,7 +235,8 @@ def _parse_entries(
             or b"\0" in entry_name
         ):
             raise RofsMountError(
-                f"{name}: directory entry {index} has an invalid name {entry_name!r}"
+                f"{name}: directory entry {index} has an invalid name "
+                f"{_shown(entry_name)}"
             )
         if not ROOT_INODE <= inode_no <= superblock.inodes_count:
             raise RofsMountError(
@@ -358,3 +363,10 @@ def _check_tree(metadata: RofsMetadata, name: str) -> None:
         subdirectories[directory] = count
     metadata.parents = parents
     metadata.subdirectories = subdirectories
+
+
+def _shown(name: bytes) -> str:
+    """A name as quoted in an error message: its first bytes and its length."""
+    if len(name) <= SHOWN_NAME_BYTES:
+        return repr(name)
+    return f"{name[:SHOWN_NAME_BYTES]!r}... ({len(name)} bytes)"
