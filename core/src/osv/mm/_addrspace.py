@@ -6,6 +6,7 @@ import bisect
 import errno
 import logging
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from osv.mm._pagetable import HUGE_MASK, HUGE_SIZE, PTE_NX, PTE_RW, PTE_US, PageTable
 from osv.mm._physmem import PAGE_SHIFT, PAGE_SIZE, OutOfMemoryError, PhysicalMemory
@@ -57,6 +58,32 @@ class MappingDenied(Exception):
     errno = errno.EACCES
 
 
+class FrameLender(Protocol):
+    """An owner of frames that programs map and that must know who maps them.
+
+    A file kept in guest frames (ramfs) lends them to file mappings: shared
+    writable ones write the file itself. The owner keeps the frames while
+    any address space maps them, and changes those mappings when the file's
+    size changes (see AddressSpace.refit_lender).
+    """
+
+    def lender_runs(self, offset: int, length: int) -> list[tuple[int, int]]:
+        """Runs of (frame address, page count) holding bytes [offset, offset + length).
+
+        ``offset`` and ``length`` are page-aligned and within the lender's
+        size rounded up to a page.
+        """
+
+    def lent(self, space: AddressSpace) -> None:
+        """``space`` now has an area mapping the lender's frames."""
+
+    def returned(self, space: AddressSpace) -> None:
+        """An area of ``space`` mapping the lender's frames went away.
+
+        Other areas of ``space`` may still map them (see maps_lender).
+        """
+
+
 def page_align_up(value: int) -> int:
     return (value + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
 
@@ -76,9 +103,15 @@ class VmArea:
     """A run of pages with one protection; ``pa`` is -1 for frames-on-demand.
 
     A ``borrowed`` area maps frames it does not own: a file's pages in a
-    file system's cache, shared with every other mapping of them. Such an
-    area is never writable by the program; unmapping it leaves the frames to
-    their owner.
+    file system's cache, shared with every other mapping of them. Unmapping
+    it leaves the frames to their owner. A borrowed area is writable by the
+    program only when it is shared and ``may_write`` (the owner is the file
+    itself, and the descriptor was open for writing: Linux's VM_MAYWRITE);
+    a private one is copied before it is written.
+
+    ``lender`` is the FrameLender whose frames the area maps (or, with
+    ``beyond_eof``, would map once the file grows); it is told when the
+    area goes away.
     """
 
     start: int
@@ -97,6 +130,10 @@ class VmArea:
     vnode: object = None
     #: Whole pages past the end of the mapped file: no frames, SIGBUS.
     beyond_eof: bool = False
+    #: A shared file mapping that may be made writable (see the class).
+    may_write: bool = False
+    #: The FrameLender of a mapping of a file kept in frames, else None.
+    lender: object = None
 
     @property
     def lazy(self) -> bool:
@@ -122,6 +159,8 @@ class VmArea:
             borrowed=self.borrowed,
             vnode=self.vnode,
             beyond_eof=self.beyond_eof,
+            may_write=self.may_write,
+            lender=self.lender,
         )
         if self.pa < 0:
             cut = address >> PAGE_SHIFT
@@ -262,8 +301,17 @@ class AddressSpace:
         lazy: bool | None = None,
         hidden: bool = False,
         vnode: object = None,
+        beyond_eof: bool = False,
+        may_write: bool = False,
+        lender: FrameLender | None = None,
     ) -> VmArea:
-        """Create an area at a fixed, page-aligned, free range and map it."""
+        """Create an area at a fixed, page-aligned, free range and map it.
+
+        With ``beyond_eof``, the area stands for whole pages past the end of
+        a file: it gets no frames and a touch raises SIGBUS. ``lender`` and
+        ``may_write`` are recorded for such pages of a mapping of a file kept
+        in frames, which get the file's frames should it grow.
+        """
         length = page_align_up(length)
         if lazy is None:
             lazy = prot == PROT_NONE or length > LAZY_THRESHOLD
@@ -278,12 +326,17 @@ class AddressSpace:
             inode=inode,
             hidden=hidden,
             vnode=vnode,
+            beyond_eof=beyond_eof,
+            may_write=may_write,
+            lender=lender,
         )
-        if not lazy:
+        if not lazy and not beyond_eof:
             area.pa = self.phys.allocate(length >> PAGE_SHIFT, start & HUGE_MASK)
             if prot != PROT_NONE:
                 self.pt.map(start, area.pa, length >> PAGE_SHIFT, leaf_flags(prot))
         self._insert(area)
+        if lender is not None:
+            lender.lent(self)
         return area
 
     def map_borrowed(
@@ -298,14 +351,19 @@ class AddressSpace:
         device: int = 0,
         inode: int = 0,
         vnode: object = None,
+        may_write: bool = False,
+        lender: FrameLender | None = None,
     ) -> int:
         """Map runs of (frame address, page count) that another owner keeps alive.
 
-        The runs are mapped one after another from ``start``, one area each,
-        never writable. Returns the number of bytes mapped.
+        The runs are mapped one after another from ``start``, one area each.
+        They are writable only for a shared mapping whose owner allows it
+        (``may_write``); ``lender``, when given, is told that this address
+        space maps its frames. Returns the number of bytes mapped.
         """
-        if prot & PROT_WRITE:
-            raise MappingDenied("borrowed frames are never writable")
+        may_write = may_write and bool(flags & MAP_SHARED)
+        if prot & PROT_WRITE and not may_write:
+            raise MappingDenied("these borrowed frames may not be written")
         position = start
         for pa, npages in runs:
             size = npages << PAGE_SHIFT
@@ -321,16 +379,20 @@ class AddressSpace:
                 inode=inode,
                 borrowed=True,
                 vnode=vnode,
+                may_write=may_write,
+                lender=lender,
             )
             if prot != PROT_NONE:
                 self.pt.map(position, pa, npages, leaf_flags(prot))
             self._insert(area)
             position += size
         self._last = None
+        if lender is not None and runs:
+            lender.lent(self)
         return position - start
 
     def _unshare(self, area: VmArea) -> None:
-        """Give a borrowed area frames of its own holding the same bytes."""
+        """Give a private borrowed area frames of its own holding the same bytes."""
         npages = area.npages
         pa = self.phys.allocate(npages, area.start & HUGE_MASK)
         old = area.pa
@@ -341,7 +403,90 @@ class AddressSpace:
         if area.prot != PROT_NONE:
             self.pt.map(area.start, pa, npages, leaf_flags(area.prot))
             # The program may still hold translations to the shared frames.
-            self.phys.zap(old, npages)
+            self._zap(area, old, npages)
+        lender, area.lender = area.lender, None
+        if lender is not None:
+            lender.returned(self)
+
+    def maps_lender(self, lender: FrameLender) -> bool:
+        """Whether any area maps (or, past the end of the file, stands for)
+        frames of ``lender``."""
+        return any(area.lender is lender for area in self.areas)
+
+    def refit_lender(self, lender: FrameLender, size: int) -> None:
+        """Make the mappings of ``lender``'s frames fit a file of ``size`` bytes.
+
+        Pages wholly past the new end lose their frames and raise SIGBUS
+        from now on; pages past the old end that the file now covers get its
+        frames, in shared mappings and in private ones never made writable.
+        """
+        # Rationale: Linux gives a mapping the file's current pages at each
+        # fault, so truncating a mapped file makes the cut pages raise
+        # SIGBUS, and growing it makes the pages past the old end usable.
+        # Areas here are mapped when created; the lender calls this for
+        # every address space that maps it when its size changes, before
+        # freeing frames it no longer needs: no translation may outlive
+        # them.
+        eof = page_align_up(size)
+        mine = [area for area in self.areas if area.lender is lender]
+        for area in mine:
+            if area.beyond_eof or area.offset + (area.end - area.start) <= eof:
+                continue
+            cut = area.start + max(eof - area.offset, 0)
+            for piece in self._isolate(cut, area.end):
+                if piece.lender is lender and piece.pa >= 0:
+                    self._drop_to_beyond_eof(piece)
+        for area in mine:
+            if not area.beyond_eof or area.offset >= eof:
+                continue
+            if not area.flags & MAP_SHARED and area.prot & PROT_WRITE:
+                # A private copy made writable would need its own frames for
+                # pages that were never there; they keep raising SIGBUS.
+                continue
+            stop = min(area.end, area.start + (eof - area.offset))
+            for piece in self._isolate(area.start, stop):
+                if piece.lender is lender and piece.beyond_eof:
+                    self._fill_from_lender(piece)
+        self._last = None
+
+    def _drop_to_beyond_eof(self, area: VmArea) -> None:
+        """Unmap a borrowed area's frames; it stands for pages past the end."""
+        if area.prot != PROT_NONE:
+            self.pt.unmap(area.start, area.npages)
+        self._zap(area, area.pa, area.npages)
+        area.pa = -1
+        area.borrowed = False
+        area.beyond_eof = True
+
+    def _fill_from_lender(self, area: VmArea) -> None:
+        """Give a beyond-end area of a lender's mapping the lender's frames."""
+        lender = area.lender
+        try:
+            runs = lender.lender_runs(area.offset, area.end - area.start)
+        except OutOfMemoryError as error:
+            logger.warning(
+                "pages %#x-%#x of %s stay past the end of the file: %s",
+                area.start,
+                area.end,
+                area.name or "a file mapping",
+                error,
+            )
+            return
+        self.areas.remove(area)
+        self._reindex()
+        self.map_borrowed(
+            area.start,
+            runs,
+            area.prot,
+            area.flags,
+            name=area.name,
+            offset=area.offset,
+            device=area.device,
+            inode=area.inode,
+            vnode=area.vnode,
+            may_write=area.may_write,
+            lender=lender,
+        )
 
     def reserve(self, start: int, length: int) -> None:
         """Keep [start, start + length) for the kernel: never mapped for the program."""
@@ -365,11 +510,16 @@ class AddressSpace:
             self._release_frames(area)
             self.areas.remove(area)
         self._reindex()
+        # Told last, so that a lender looking for areas still mapping it
+        # sees the address space as it now is.
+        lenders = {id(a.lender): a.lender for a in removed if a.lender is not None}
+        for lender in lenders.values():
+            lender.returned(self)
 
     def _release_frames(self, area: VmArea) -> None:
         if area.borrowed:
             # The owner keeps the frames; only the translations must go.
-            self.phys.zap(area.pa, area.npages)
+            self._zap(area, area.pa, area.npages)
         elif area.pa >= 0:
             self.phys.free(area.pa, area.npages)
         else:
@@ -389,14 +539,19 @@ class AddressSpace:
             position = area.end
         if position < end:
             raise MemoryFault("range not mapped")
-        for area in self._overlapping(start, end):
-            if area.borrowed and prot & PROT_WRITE and area.flags & MAP_SHARED:
-                raise MappingDenied("shared file mapping cannot be made writable")
+        if prot & PROT_WRITE:
+            for area in self._overlapping(start, end):
+                # As Linux: a shared file mapping becomes writable only when
+                # its descriptor was open for writing (VM_MAYWRITE), and
+                # only when writes reach the file (frames it lends).
+                file_backed = area.borrowed or area.vnode is not None
+                if area.flags & MAP_SHARED and file_backed and not area.may_write:
+                    raise MappingDenied("shared file mapping cannot be made writable")
         for area in self._isolate(start, end):
             old = area.prot
             if old == prot:
                 continue
-            if area.borrowed and prot & PROT_WRITE:
+            if area.borrowed and prot & PROT_WRITE and not area.flags & MAP_SHARED:
                 # A private mapping about to be written becomes a copy.
                 self._unshare(area)
             area.prot = prot
@@ -407,7 +562,7 @@ class AddressSpace:
                 else:
                     self.pt.map(area.start, area.pa, area.npages, leaf_flags(prot))
                 if downgrade:
-                    self.phys.zap(area.pa, area.npages)
+                    self._zap(area, area.pa, area.npages)
                 continue
             if prot == PROT_NONE:
                 self.pt.unmap(area.start, area.npages)
@@ -417,6 +572,10 @@ class AddressSpace:
                 for pa in area.pages.values():
                     self.phys.zap(pa, 1)
         self._last = None
+
+    def _zap(self, area: VmArea, pa: int, npages: int) -> None:
+        """Drop cached translations of ``area``'s frames (see PhysicalMemory.zap)."""
+        self.phys.zap(pa, npages)
 
     def discard(self, start: int, length: int) -> None:
         """MADV_DONTNEED: private pages read again as their source has them.
@@ -601,7 +760,7 @@ class AddressSpace:
             if area is None:
                 raise MemoryFault(f"bad address {address + done:#x}")
             if area.pa >= 0:
-                if area.borrowed:
+                if area.borrowed and not area.may_write:
                     self._unshare(area)
                 pa = area.pa + (address + done - area.start)
                 count = min(size - done, area.end - address - done)

@@ -14,6 +14,8 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
 KERNEL_POOL_END = 2 << 20
+_HOST_RW = mmap.PROT_READ | mmap.PROT_WRITE
+_HOST_RWX = _HOST_RW | mmap.PROT_EXEC
 # Frames in a 2 MiB page.
 HUGE_FRAMES = 512
 
@@ -173,10 +175,15 @@ class PhysicalMemory:
         protection of the backing pages makes KVM's MMU notifier discard the
         shadow entries, so the guest re-walks its page tables on next access.
         """
+        # Rationale: the change is execute permission added and taken away
+        # again, not write permission: the frames may be written at this very
+        # moment by another vCPU through another mapping (threads, a shared
+        # file), and a store to host memory that is read-only for a moment
+        # makes KVM_RUN fail with EFAULT instead of waiting.
         host = self.host_address + address
         size = npages << PAGE_SHIFT
-        _kvm.host_mprotect(host, size, mmap.PROT_READ)
-        _kvm.host_mprotect(host, size, mmap.PROT_READ | mmap.PROT_WRITE)
+        _kvm.host_mprotect(host, size, _HOST_RWX)
+        _kvm.host_mprotect(host, size, _HOST_RW)
 
     @property
     def used_bytes(self) -> int:

@@ -63,24 +63,42 @@ def sys_mmap(t, addr, length, prot, flags, fd, offset):  # noqa: ANN001
     mm = t.mm
 
     source = None
+    lender = None
+    runs = None
+    in_file = length
     if not flags & MAP_ANONYMOUS:
         source = t.fds.get(s32(fd))
+        shared = flags & MAP_TYPE == MAP_SHARED
         # As Linux: a file is mapped only through a descriptor that can read
         # it, and shared writable only through one that can also write it.
         if not getattr(source, "readable", False):
             raise SyscallError(errno.EACCES)
-        if flags & MAP_TYPE == MAP_SHARED and prot & PROT_WRITE:
-            if not getattr(source, "writable", False):
-                raise SyscallError(errno.EACCES)
-            # Writable shared file mappings would need the mapping and the
-            # file to stay one (or write-back on msync and munmap); they are
-            # refused, not faked.
+        writable = getattr(source, "writable", False)
+        if shared and prot & PROT_WRITE and not writable:
+            raise SyscallError(errno.EACCES)
+        st = source.fstat()
+        # Whole pages past the end of a regular file are mapped but hold
+        # nothing: touching them raises SIGBUS, as on Linux.
+        if statmod.S_ISREG(st.st_mode):
+            in_file = min(length, page_align_up(max(st.st_size - offset, 0)))
+        # A file system that keeps the file in guest frames and follows who
+        # maps them (ramfs) lends the frames: a shared mapping is then the
+        # file itself, and a private one shares them until written.
+        lend = getattr(source.vnode, "lend_frames", None)
+        if lend is not None and (shared or not prot & PROT_WRITE):
+            runs = lend(offset, in_file, shared)
+            if runs is not None:
+                lender = source.vnode
+        if shared and prot & PROT_WRITE and lender is None:
+            # Elsewhere the mapping and the file could not stay one (nor be
+            # written back on msync and munmap): refused, not faked.
             logger.warning(
-                "mmap: writable shared mappings of files are not supported "
-                "(%s): ENODEV",
+                "mmap: writable shared mappings of %s are not supported: ENODEV",
                 t.vfs.fd_target(source),
             )
             raise SyscallError(errno.ENODEV, "writable MAP_SHARED file mapping")
+        # Linux's VM_MAYWRITE: mprotect may add PROT_WRITE to this mapping.
+        may_write = shared and writable and lender is not None
 
     # Choose the address: MAP_FIXED replaces, a free hint is honoured, otherwise
     # the highest free gap below the mmap base, as Linux does.
@@ -107,25 +125,24 @@ def sys_mmap(t, addr, length, prot, flags, fd, offset):  # noqa: ANN001
     if source is None:
         _map_area(mm, start, length, prot, flags)
         return start
-    st = source.fstat()
     attrs = {
         "name": t.vfs.fd_target(source),
         "device": st.st_dev,
         "inode": st.st_ino,
         "vnode": source.vnode,
     }
-    # Whole pages past the end of a regular file are mapped but hold
-    # nothing: touching them raises SIGBUS, as on Linux.
-    in_file = length
-    if statmod.S_ISREG(st.st_mode):
-        in_file = min(length, page_align_up(max(st.st_size - offset, 0)))
     if in_file < length:
-        area = mm.map_area(
-            start + in_file, length - in_file, prot, flags, lazy=True,
-            offset=offset + in_file, **attrs,
+        mm.map_area(
+            start + in_file, length - in_file, prot, flags, offset=offset + in_file,
+            beyond_eof=True, may_write=may_write, lender=lender, **attrs,
         )  # fmt: skip
-        area.beyond_eof = True
     if not in_file:
+        return start
+    if lender is not None:
+        mm.map_borrowed(
+            start, runs, prot, flags, offset=offset, may_write=may_write,
+            lender=lender, **attrs,
+        )  # fmt: skip
         return start
     # A mapping that can never write the file shares the pages of a file
     # system that caches them in guest memory; nothing is copied.
@@ -199,11 +216,13 @@ def sys_mremap(t, old_addr, old_size, new_size, flags, new_addr, *_):  # noqa: A
     new_size = page_align_up(new_size)
     mm = t.mm
     area = mm.find(old_addr)
+    if flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE:
+        raise SyscallError(errno.EINVAL)
+    if area is not None and area.lender is not None:
+        return _remap_lent(mm, area, old_addr, old_size, new_size, flags, new_addr)
     if area is None or old_addr + old_size > area.end:
         raise SyscallError(errno.EFAULT)
     if flags & MREMAP_FIXED:
-        if not flags & MREMAP_MAYMOVE:
-            raise SyscallError(errno.EINVAL)
         target = new_addr
         mm.unmap(target, new_size)
     elif new_size <= old_size:
@@ -246,7 +265,85 @@ def sys_mremap(t, old_addr, old_size, new_size, flags, new_addr, *_):  # noqa: A
     return target
 
 
+def _remap_lent(mm, area, old_addr, old_size, new_size, flags, new_addr) -> int:  # noqa: ANN001
+    """mremap of a mapping of a file kept in frames (see sys_mmap's lenders).
+
+    The grown or moved mapping maps the file's frames too, so that it stays
+    the file (a copy would silently stop being it); pages past the end of
+    the file raise SIGBUS, as for mmap.
+    """
+    lender = area.lender
+    # The old range must be one mapping: pieces of one file, in file order.
+    delta = area.offset - area.start
+    position = old_addr
+    for piece in mm._overlapping(old_addr, old_addr + old_size):
+        if (
+            piece.start > position
+            or piece.lender is not lender
+            or piece.offset - piece.start != delta
+        ):
+            raise SyscallError(errno.EFAULT)
+        position = piece.end
+    if position < old_addr + old_size:
+        raise SyscallError(errno.EFAULT)
+    offset = old_addr + delta
+    size = area.vnode.size
+
+    def map_file(start: int, file_offset: int, length: int) -> None:
+        in_file = min(length, max(page_align_up(size) - file_offset, 0))
+        attrs = {
+            "name": area.name,
+            "device": area.device,
+            "inode": area.inode,
+            "vnode": area.vnode,
+            "may_write": area.may_write,
+            "lender": lender,
+        }
+        if in_file < length:
+            mm.map_area(
+                start + in_file, length - in_file, area.prot, area.flags,
+                offset=file_offset + in_file, beyond_eof=True, **attrs,
+            )  # fmt: skip
+        if in_file:
+            try:
+                runs = lender.lender_runs(file_offset, in_file)
+            except OutOfMemoryError:
+                mm.unmap(start, length)
+                raise SyscallError(errno.ENOMEM) from None
+            mm.map_borrowed(
+                start, runs, area.prot, area.flags, offset=file_offset, **attrs
+            )
+
+    if not flags & MREMAP_FIXED:
+        if new_size <= old_size:
+            if new_size < old_size:
+                mm.unmap(old_addr + new_size, old_size - new_size)
+            return old_addr
+        grown = old_addr + old_size
+        if not mm._overlapping(grown, old_addr + new_size):
+            map_file(grown, offset + old_size, new_size - old_size)
+            return old_addr
+        if not flags & MREMAP_MAYMOVE:
+            raise SyscallError(errno.ENOMEM)
+        try:
+            target = mm.free_range(new_size, phase=offset & (HUGE_SIZE - 1))
+        except MemoryFault:
+            raise SyscallError(errno.ENOMEM) from None
+    else:
+        target = new_addr
+        _check_range(target, new_size)
+        if target < old_addr + old_size and old_addr < target + new_size:
+            raise SyscallError(errno.EINVAL)
+        mm.unmap(target, new_size)
+    # The new mapping first: the old one may be what keeps the file alive.
+    map_file(target, offset, new_size)
+    mm.unmap(old_addr, old_size)
+    return target
+
+
 def sys_msync(t, addr, length, flags, *_):  # noqa: ANN001, ANN002
+    # Nothing to write back: a shared mapping of a file maps the frames
+    # that hold the file (ramfs), or a file that never changes (ROFS).
     if addr & (PAGE_SIZE - 1):
         raise SyscallError(errno.EINVAL)
     return 0

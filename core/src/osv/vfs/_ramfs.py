@@ -9,8 +9,11 @@ import logging
 import os
 import stat as statmod
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
+
+from osv.mm import OutOfMemoryError
 
 from ._abi import MS_RDONLY, RAMFS_MAGIC, RENAME_EXCHANGE, RENAME_NOREPLACE
 from ._errors import FsError
@@ -20,6 +23,8 @@ from ._stat import StatFs
 from ._vnode import FileSystemType, Mount, Vnode
 
 if TYPE_CHECKING:
+    from osv.mm import AddressSpace, PhysicalMemory
+
     from ._vfs import Vfs
 
 logger = logging.getLogger(__name__)
@@ -29,6 +34,12 @@ logger = logging.getLogger(__name__)
 # host file system, reports for a small directory: one 4 KiB block. Then
 # "ls -l" in the guest prints what it prints on the host.
 _DIR_SIZE = 4096
+
+# A file kept in guest frames (see RamFile) holds them in chunks of 2 MiB.
+CHUNK_SHIFT = 21
+CHUNK_SIZE = 1 << CHUNK_SHIFT
+_PAGE_SIZE = 4096
+_CHUNK_PAGES = CHUNK_SIZE // _PAGE_SIZE
 
 
 class RamMount(Mount):
@@ -43,10 +54,14 @@ class RamMount(Mount):
         options: str,
         flags: int,
         memory: Callable[[], tuple[int, int]] | None = None,
+        frames: PhysicalMemory | None = None,
     ) -> None:
         super().__init__(fstype, device, options, flags)
         self._inos = itertools.count(1)
         self.memory = memory
+        #: The kernel's guest memory, where files mapped shared keep their
+        #: bytes; None outside a kernel (such files cannot be mapped so).
+        self.frames = frames
         self.used = 0
 
     def next_ino(self) -> int:
@@ -173,16 +188,8 @@ class RamDir(Vnode):
         if node.is_dir:
             raise FsError(errno.EISDIR, f"{name!r} is a directory")
         self._remove(name)
-        node.nlink -= 1
         node.ctime = self.mtime
-        if (
-            node.nlink == 0
-            and isinstance(node, RamFile)
-            and type(node.data) is bytearray
-        ):
-            # The data stays readable through open descriptors, but it no
-            # longer counts against the file system's size.
-            self.mount.charge(-len(node.data))
+        _drop_link(node)
 
     def rmdir(self, name: str) -> None:
         node = self._existing(name)
@@ -225,9 +232,10 @@ class RamDir(Vnode):
             else:
                 if source.is_dir:
                     raise FsError(errno.ENOTDIR, f"{new_name!r} is not a directory")
-                target.nlink -= 1
             target.ctime = now
             new_dir._remove(new_name, now)
+            if not isinstance(target, RamDir):
+                _drop_link(target)
 
         self._remove(old_name, now)
         new_dir._insert(new_name, source, now)
@@ -299,13 +307,62 @@ class RamFifo(Vnode):
         return PipeFile(self.pipe, flags)
 
 
+def _drop_link(node: Vnode) -> None:
+    """One directory entry for ``node`` went away (unlink, rename over it)."""
+    if isinstance(node, RamFile):
+        node.drop_link()
+    else:
+        node.nlink -= 1
+
+
+def _chunk_pieces(offset: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(chunk index, offset in the chunk, length) for each chunk [offset, end) meets."""
+    while offset < end:
+        index = offset >> CHUNK_SHIFT
+        at = offset & (CHUNK_SIZE - 1)
+        length = min(end - offset, CHUNK_SIZE - at)
+        yield index, at, length
+        offset += length
+
+
+def _chunk_count(size: int) -> int:
+    return (size + CHUNK_SIZE - 1) >> CHUNK_SHIFT
+
+
 class RamFile(Vnode):
     """A ramfs regular file.
 
-    ``data`` holds the bytes written so far; ``size`` may run past its end,
-    and that tail reads as zeros. Growing a file with truncate therefore
-    costs no memory until the new part is written.
+    Its bytes are in one of four places. ``lower``: a file of another
+    (read-only) file system, read until the first change (back_by).
+    ``data`` as a read-only memoryview: bytes of the boot image, shared
+    until the first change (share). ``data`` as a bytearray: the bytes
+    written so far; ``size`` may run past its end, and that tail reads as
+    zeros, so growing a file with truncate costs no memory until the new
+    part is written. ``chunks``: guest frames, once the file is mapped
+    shared (lend_frames); it stays there until nothing refers to it.
     """
+
+    # Rationale: a shared mapping must see write(2) at once, and a store
+    # through it must be seen by read(2) and by every other mapping, as on
+    # Linux, where all of them go through one page cache. Copying between a
+    # host buffer and the mappings (at msync, munmap, each read) cannot give
+    # that, so a file that gets a shared mapping moves its bytes into guest
+    # frames and from then on reads and writes them there: every mapping
+    # maps those very frames (osv.mm's borrowed areas), and the mappings
+    # are the file. Chunk k holds bytes [k * 2 MiB, (k + 1) * 2 MiB) in 512
+    # frames allocated 2 MiB-aligned, so that a mapping of a whole chunk
+    # takes 2 MiB page-table leaves, and a growing file never moves frames
+    # a program maps. A chunk never written nor mapped is a hole (None)
+    # and reads as zeros. Chunks count against the mount's capacity.
+    #
+    # The frames go back to the allocator only once nothing refers to the
+    # file: no directory entry (nlink), no open file description
+    # (RamOpenFile counts them) and no mapping (address spaces say when
+    # they map the file and when an area mapping it goes: the FrameLender
+    # calls). A frame must never be freed while mapped, since KVM's shadow
+    # MMU could keep serving a stale translation to it. For the same
+    # reason, a file that shrinks first makes every mapping drop the cut
+    # pages (AddressSpace.refit_lender), then frees them.
 
     mount: RamMount
 
@@ -315,6 +372,16 @@ class RamFile(Vnode):
         # A file of another (read-only) file system whose bytes this one
         # reads until its first change.
         self.lower: Vnode | None = None
+        #: Frame addresses of the 2 MiB chunks (None: a hole), or None
+        #: while the bytes are elsewhere.
+        self.chunks: list[int | None] | None = None
+        self._opens = 0
+        # Address spaces that map the file's frames. Weak: an address space
+        # that nothing else holds maps nothing any more.
+        self._spaces: weakref.WeakSet[AddressSpace] = weakref.WeakSet()
+
+    def open(self, flags: int, path: str) -> File:
+        return RamOpenFile(self, flags, path)
 
     def back_by(self, lower: Vnode) -> None:
         """Read ``lower``'s bytes until the file is first changed (copy on write).
@@ -338,6 +405,8 @@ class RamFile(Vnode):
             self.data = content
 
     def mapped_frames(self, offset: int, length: int) -> list[tuple[int, int]] | None:
+        # Only the lower file's cache: frames of this file's own are lent
+        # through lend_frames, which tracks who maps them.
         if self.lower is not None:
             return self.lower.mapped_frames(offset, length)
         return None
@@ -362,13 +431,35 @@ class RamFile(Vnode):
 
     @property
     def blocks(self) -> int:
+        chunks = self.chunks
+        if chunks is not None:
+            # The frames of its chunks that hold part of the file.
+            pages = (self.size + _PAGE_SIZE - 1) // _PAGE_SIZE
+            held = sum(
+                min(_CHUNK_PAGES, pages - index * _CHUNK_PAGES)
+                for index, pa in enumerate(chunks)
+                if pa is not None
+            )
+            return max(held, 0) * 8
         stored = self.size if self.lower is not None else len(self.data)
         return (stored + 4095) // 4096 * 8
+
+    # -- reading and writing ------------------------------------------------
 
     def read(self, offset: int, size: int) -> bytes:
         end = min(self.size, offset + size)
         if offset >= end:
             return b""
+        if self.chunks is not None:
+            ram = self.mount.frames.ram
+            parts = []
+            for index, at, length in _chunk_pieces(offset, end):
+                pa = self.chunks[index]
+                if pa is None:
+                    parts.append(bytes(length))
+                else:
+                    parts.append(ram[pa + at : pa + at + length])
+            return b"".join(parts)
         if self.lower is not None:
             return self.lower.read(offset, end - offset)
         data = self.data
@@ -381,6 +472,17 @@ class RamFile(Vnode):
         end = min(self.size, offset + len(buf))
         if offset >= end:
             return 0
+        if self.chunks is not None:
+            ram = self.mount.frames.ram
+            done = 0
+            for index, at, length in _chunk_pieces(offset, end):
+                pa = self.chunks[index]
+                if pa is None:
+                    buf[done : done + length] = bytes(length)
+                else:
+                    buf[done : done + length] = ram[pa + at : pa + at + length]
+                done += length
+            return done
         if self.lower is not None:
             return self.lower.readinto(offset, buf[: end - offset])
         n = end - offset
@@ -397,6 +499,9 @@ class RamFile(Vnode):
 
     def write(self, offset: int, data: bytes | memoryview) -> int:
         n = len(data)
+        if self.chunks is not None:
+            self._write_frames(offset, data)
+            return n
         buf = self._own_data()
         length = len(buf)
         if offset + n > length:
@@ -419,6 +524,10 @@ class RamFile(Vnode):
     def truncate(self, size: int) -> None:
         if size == self.size:
             return
+        if self.chunks is not None:
+            self._truncate_frames(size)
+            self._touch()
+            return
         self._copy_up()
         if size < len(self.data):
             data = self._own_data()
@@ -426,6 +535,209 @@ class RamFile(Vnode):
             del data[size:]
         self.size = size
         self._touch()
+
+    # -- the file in guest frames --------------------------------------------
+
+    def lend_frames(
+        self, offset: int, length: int, shared: bool
+    ) -> list[tuple[int, int]] | None:
+        """Frames for a mapping of the file, which tracks them as their lender.
+
+        A shared mapping first moves the file's bytes into guest frames;
+        a private one gets them only when the file is there already, and
+        None otherwise (the kernel copies the file then). Answers runs of
+        (frame address, page count) covering [offset, offset + length),
+        both page-aligned and within the file; None without the kernel's
+        memory. ENOMEM when guest memory or the mount's capacity runs out.
+        """
+        if self.chunks is None:
+            if not shared or self.mount.frames is None:
+                return None
+            try:
+                self._move_to_frames()
+            except FsError as error:
+                raise FsError(errno.ENOMEM, error.message) from None
+        try:
+            return self.lender_runs(offset, length)
+        except OutOfMemoryError as error:
+            raise FsError(errno.ENOMEM, str(error)) from None
+
+    def lender_runs(self, offset: int, length: int) -> list[tuple[int, int]]:
+        """Runs of the frames that hold [offset, offset + length) (see FrameLender).
+
+        Holes get their chunk first; OutOfMemoryError when they cannot.
+        """
+        runs: list[tuple[int, int]] = []
+        for index, at, count in _chunk_pieces(offset, offset + length):
+            try:
+                pa = self._chunk(index) + at
+            except FsError as error:
+                raise OutOfMemoryError(error.message) from None
+            npages = count // _PAGE_SIZE
+            if runs and runs[-1][0] + runs[-1][1] * _PAGE_SIZE == pa:
+                runs[-1] = (runs[-1][0], runs[-1][1] + npages)
+            else:
+                runs.append((pa, npages))
+        return runs
+
+    def lent(self, space: AddressSpace) -> None:
+        self._spaces.add(space)
+
+    def returned(self, space: AddressSpace) -> None:
+        if not space.maps_lender(self):
+            self._spaces.discard(space)
+            self._release_if_unused()
+
+    def opened(self) -> None:
+        """An open file description of the file was made."""
+        self._opens += 1
+
+    def drop_link(self) -> None:
+        """A directory entry for the file went away."""
+        self.nlink -= 1
+        self._release_if_unused()
+
+    def closed(self) -> None:
+        """An open file description of the file was released."""
+        self._opens -= 1
+        self._release_if_unused()
+
+    def _release_if_unused(self) -> None:
+        """Give the file's memory back once nothing can reach its bytes."""
+        if self.nlink > 0 or self._opens > 0 or len(self._spaces):
+            return
+        chunks = self.chunks
+        if chunks is not None:
+            self.chunks = None
+            self._free_chunks(chunks)
+        elif type(self.data) is bytearray:
+            self.mount.charge(-len(self.data))
+        self.data = bytearray()
+        self.lower = None
+
+    def _move_to_frames(self) -> None:
+        """Copy the file's bytes into chunks of guest frames; read and write there."""
+        lower, data = self.lower, self.data
+        stored = self.size if lower is not None else len(data)
+        # The bytes held so far stop counting against the mount as the
+        # chunks start to.
+        held = len(data) if type(data) is bytearray else 0
+        self.mount.charge(-held)
+        chunks: list[int | None] = [None] * _chunk_count(self.size)
+        self.chunks = chunks
+        ram = self.mount.frames.ram
+        try:
+            for index in range(_chunk_count(stored)):
+                self._chunk(index)
+            source = memoryview(data) if lower is None else None
+            for index, at, length in _chunk_pieces(0, stored):
+                pa = chunks[index] + at
+                position = (index << CHUNK_SHIFT) + at
+                if source is None:
+                    lower.readinto(position, ram[pa : pa + length])
+                else:
+                    ram[pa : pa + length] = source[position : position + length]
+        except FsError:
+            # The bytes stay where they were (a lower file that fails to
+            # read, a full mount).
+            self.chunks = None
+            self._free_chunks(chunks)
+            self.mount.charge(held)
+            raise
+        self.data = bytearray()
+        self.lower = None
+        logger.debug("ramfs: inode %d moved to guest frames for mmap", self.ino)
+
+    def _chunk(self, index: int) -> int:
+        """The frames of chunk ``index``, allocated (zeroed) if it is a hole."""
+        chunks = self.chunks
+        pa = chunks[index]
+        if pa is not None:
+            return pa
+        self.mount.charge(CHUNK_SIZE)
+        frames = self.mount.frames
+        try:
+            try:
+                pa = frames.allocate(_CHUNK_PAGES, 0)
+            except OutOfMemoryError:
+                # Aligned runs are gone: any run will do, with 4 KiB leaves.
+                pa = frames.allocate(_CHUNK_PAGES)
+        except OutOfMemoryError as error:
+            self.mount.charge(-CHUNK_SIZE)
+            raise FsError(errno.ENOSPC, str(error)) from None
+        chunks[index] = pa
+        return pa
+
+    def _free_chunks(self, chunks: list[int | None]) -> None:
+        frames = self.mount.frames
+        for pa in chunks:
+            if pa is not None:
+                frames.free(pa, _CHUNK_PAGES)
+                self.mount.charge(-CHUNK_SIZE)
+
+    def _write_frames(self, offset: int, data: bytes | memoryview) -> None:
+        end = offset + len(data)
+        chunks = self.chunks
+        if _chunk_count(end) > len(chunks):
+            chunks.extend([None] * (_chunk_count(end) - len(chunks)))
+        # Every chunk first, so that a full file system fails the whole write.
+        pieces = list(_chunk_pieces(offset, end))
+        for index, _, _ in pieces:
+            self._chunk(index)
+        ram = self.mount.frames.ram
+        source = memoryview(data)
+        done = 0
+        for index, at, length in pieces:
+            pa = chunks[index] + at
+            ram[pa : pa + length] = source[done : done + length]
+            done += length
+        if end > self.size:
+            self.size = end
+            self._refit_mappings()
+        self._touch()
+
+    def _truncate_frames(self, size: int) -> None:
+        old, chunks = self.size, self.chunks
+        self.size = size
+        if size > old:
+            chunks.extend([None] * (_chunk_count(size) - len(chunks)))
+            self._refit_mappings()
+            return
+        # Mappings give up the cut pages before their frames are touched.
+        self._refit_mappings()
+        keep = _chunk_count(size)
+        cut, chunks[keep:] = chunks[keep:], []
+        self._free_chunks(cut)
+        last = chunks[keep - 1] if keep else None
+        if last is None or not size & (CHUNK_SIZE - 1):
+            return
+        # The cut part of the last chunk must read as zeros should the file
+        # grow again; a mapping still shows the rest of the last page, as
+        # Linux zeroes the part of a page past the end.
+        start = last + (size & (CHUNK_SIZE - 1))
+        stop = last + min(old - ((keep - 1) << CHUNK_SHIFT), CHUNK_SIZE)
+        page = min((start + _PAGE_SIZE - 1) & ~(_PAGE_SIZE - 1), stop)
+        self.mount.frames.ram[start:page] = bytes(page - start)
+        if stop > page:
+            whole = (stop - page + _PAGE_SIZE - 1) // _PAGE_SIZE
+            self.mount.frames.discard(page, whole)
+
+    def _refit_mappings(self) -> None:
+        for space in list(self._spaces):
+            space.refit_lender(self, self.size)
+
+
+class RamOpenFile(File):
+    """An open ramfs file: the file keeps its bytes while one is open."""
+
+    vnode: RamFile
+
+    def __init__(self, vnode: RamFile, flags: int, path: str = "") -> None:
+        super().__init__(vnode, flags, path)
+        vnode.opened()
+
+    def release(self) -> None:
+        self.vnode.closed()
 
 
 class RamSymlink(Vnode):
@@ -457,14 +769,20 @@ class RamFs(FileSystemType):
 
     name = "ramfs"
 
-    def __init__(self, memory: Callable[[], tuple[int, int]] | None = None) -> None:
+    def __init__(
+        self,
+        memory: Callable[[], tuple[int, int]] | None = None,
+        frames: PhysicalMemory | None = None,
+    ) -> None:
         self.memory = memory
+        self.frames = frames
 
     @classmethod
     def for_kernel(cls, kernel) -> RamFs:  # noqa: ANN001
-        """A ramfs that reports the guest's memory as its size (see statfs)."""
+        """A ramfs that reports the guest's memory as its size (see statfs)
+        and keeps files mapped shared in the guest's frames (see RamFile)."""
         phys = kernel.phys
-        return cls(lambda: (phys.size, phys.free_frames * 4096))
+        return cls(lambda: (phys.size, phys.free_frames * 4096), phys)
 
     def mount(self, vfs: Vfs, device: str, options: str, readonly: bool) -> Mount:
         root_mode = 0o755
@@ -478,7 +796,12 @@ class RamFs(FileSystemType):
             else:
                 logger.debug("ramfs ignores mount option %r", option)
         mount = RamMount(
-            self.name, device, options, MS_RDONLY if readonly else 0, self.memory
+            self.name,
+            device,
+            options,
+            MS_RDONLY if readonly else 0,
+            self.memory,
+            self.frames,
         )
         mount.root = RamDir(mount, root_mode, None)
         return mount
