@@ -25,6 +25,12 @@ logger = logging.getLogger(__name__)
 
 # Seconds a stopping server waits for replies being written.
 STOP_GRACE = 5.0
+# Requests that end the VM (or boot it again): the server takes no other.
+ENDING_ROUTES = {
+    ("POST", "/os/shutdown"),
+    ("POST", "/os/poweroff"),
+    ("POST", "/os/reboot"),
+}
 
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "0.0.1"
@@ -107,14 +113,28 @@ class RestServer:
         assert self._httpd is not None
         return self._httpd.server_address[1]
 
+    def stop_accepting(self) -> None:
+        """Take no new connection: the VM is going away (shutdown, reboot).
+
+        Called before the reply to the request that ends the VM is sent, so
+        a client that got that reply cannot reach this server again: after
+        a reboot it finds the next boot's server, not this one.
+        """
+        httpd = self._httpd
+        if httpd is not None:
+            httpd.shutdown()
+
     def stop(self) -> None:
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
+        # No new request is taken from here on (a client polling across a
+        # reboot must not reach the server that is going away), while the
+        # replies being written are let through.
+        httpd.shutdown()
         with self._idle:
             if not self._idle.wait_for(lambda: self._in_flight == 0, STOP_GRACE):
                 logger.warning("stopping with %d replies unsent", self._in_flight)
-        httpd.shutdown()
         httpd.server_close()
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -454,6 +474,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, value = error.status, {"message": error.message, "code": error.status}  # fmt: skip
         else:
             status, value = self.server_app.dispatch(method, self.path, form, files)
+            if status == 200 and (method, urlsplit(self.path).path) in ENDING_ROUTES:
+                self.server_app.stop_accepting()
         if isinstance(value, RawBody):
             self._send(status, value.data, value.content_type)
         else:
