@@ -1,13 +1,16 @@
-"""Build step that compiles the core's hot paths with Cython in pure-Python mode.
+"""Build steps: the core's hot paths compiled with Cython in pure-Python mode,
+and the vDSO image (vdso/) compiled with the C compiler.
 
 Everything else about the package is declared in pyproject.toml.
 """
 
+import importlib.util
 import os
 import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 # The modules compiled to C. Each is an ordinary .py file written in Cython's
 # pure-Python mode, so the same source imports uncompiled wherever no compiled
@@ -22,6 +25,26 @@ DISABLE_VARIABLE = "OSV_DISABLE_CEXT"
 
 def _switch(variable):
     return os.environ.get(variable, "").strip().lower() in {"1", "true", "yes"}
+
+
+def _vdso_builder():
+    """vdso/build.py, loaded by path: this directory is not a package."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(here, "vdso", "build.py")
+    spec = importlib.util.spec_from_file_location("osv_vdso_build", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _build_vdso(package_root):
+    """Compile the vDSO below package_root; a failure is logged, or fatal when
+    OSV_REQUIRE_CEXT=1 (see vdso/build.py)."""
+    builder = _vdso_builder()
+    try:
+        builder.build(package_root, log=lambda line: print(line, file=sys.stderr))
+    except builder.VdsoBuildError as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 def _source_path(dotted_name):
@@ -55,6 +78,14 @@ class OptionalBuildExt(build_ext):
                 self.distribution.ext_modules = []
         super().finalize_options()
 
+    def run(self):
+        super().run()
+        # `setup.py build_ext --inplace` is how a source tree gets its
+        # compiled parts, so it builds the vDSO beside the sources too; a
+        # wheel gets its copy from build_py.
+        if self.inplace and not self.dry_run:
+            _build_vdso("src")
+
     def build_extension(self, ext):
         try:
             super().build_extension(ext)
@@ -73,6 +104,19 @@ class OptionalBuildExt(build_ext):
         )
 
 
+class BuildPyWithVdso(build_py):
+    """Copy the Python sources, then compile the vDSO image into the build.
+
+    It is a step of its own rather than part of build_ext, which setuptools
+    skips when there are no extensions (OSV_DISABLE_CEXT=1).
+    """
+
+    def run(self):
+        super().run()
+        if not self.dry_run:
+            _build_vdso(self.build_lib)
+
+
 def _extensions():
     if _switch(DISABLE_VARIABLE) and _switch(REQUIRE_VARIABLE):
         sys.exit(
@@ -86,5 +130,5 @@ def _extensions():
 
 setup(
     ext_modules=_extensions(),
-    cmdclass={"build_ext": OptionalBuildExt},
+    cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPyWithVdso},
 )

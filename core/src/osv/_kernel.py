@@ -123,6 +123,8 @@ SIGPIPE_CALLS = {
     "sendmmsg": 3,
 }
 MSG_NOSIGNAL = 0x4000
+# arch_prctl's code for setting the GS base, which the vDSO's getcpu relies on.
+ARCH_SET_GS = 0x1001
 
 
 @contextlib.contextmanager
@@ -172,6 +174,7 @@ class Kernel:
         vcpus: int = 1,
         plugins=None,  # noqa: ANN001 - a pluggy PluginManager
         version: str = "",
+        vdso: bool | None = None,
     ) -> None:
         from osv import _plugins
         from osv.vfs import Console, FsError, Vfs
@@ -188,6 +191,8 @@ class Kernel:
 
         self.phys = PhysicalMemory(memory, reserved=MONITOR_SIZE)
         self.machine = Machine(self.phys)
+        # The vDSO every program gets, unless vdso=False or OSV_DISABLE_VDSO=1.
+        self.vdso = self._make_vdso(vdso)
         self.stamp("VM created")
 
         self.vfs = Vfs()
@@ -275,6 +280,21 @@ class Kernel:
         stderr = ConsoleFile(stdout.vnode, os.O_WRONLY, "/dev/console", Console(0, 2))
         return [stdin, stdout, stderr]
 
+    def _make_vdso(self, wanted: bool | None):  # noqa: ANN202 - osv.vdso.Vdso
+        """The vDSO, or None when it is switched off or was not built."""
+        from osv import vdso
+
+        if wanted is None:
+            wanted = not vdso.disabled_by_environment()
+        if not wanted:
+            logger.info("no vDSO: switched off (%s=1)", vdso.DISABLE_VARIABLE)
+            return None
+        try:
+            return vdso.Vdso(self.machine, vdso.load_image())
+        except vdso.VdsoError as exc:
+            logger.info("no vDSO, time functions make system calls: %s", exc)
+            return None
+
     def _syscall_table(self) -> list:
         from osv import _plugins
 
@@ -285,7 +305,24 @@ class Kernel:
             number = NUMBERS[name]
             if table[number] is not None:
                 table[number] = self._raising_sigpipe(table[number], flags_index)
+        number = NUMBERS["arch_prctl"]
+        if self.vdso is not None and table[number] is not None:
+            table[number] = self._watching_gs_base(table[number])
         return table
+
+    def _watching_gs_base(self, handler):  # noqa: ANN001, ANN202
+        """Wrap arch_prctl so that a program setting its GS base turns off the
+        vDSO's getcpu, which finds the vCPU through the GS base the kernel set.
+        """
+        vdso = self.vdso
+
+        @functools.wraps(handler)
+        def call(t, a, b, c, d, e, f):  # noqa: ANN001, ANN202
+            if a & 0xFFFFFFFF == ARCH_SET_GS:
+                vdso.withdraw_getcpu("a program set its own GS base")
+            return handler(t, a, b, c, d, e, f)
+
+        return call
 
     def _raising_sigpipe(self, handler, flags_index: int | None):  # noqa: ANN001, ANN202
         """Wrap a writing call so that its EPIPE also sends the caller SIGPIPE.
@@ -397,11 +434,17 @@ class Kernel:
             linker = load_program(mm, interpreter, base)
             entry, interp_base = linker.entry, linker.base
             process.interpreter = linker
+        # The vDSO goes below the dynamic linker, as on Linux; Linux's
+        # auxiliary vector names it first.
+        vdso_entries = []
+        if self.vdso is not None:
+            vdso_entries.append((auxv.AT_SYSINFO_EHDR, self.vdso.map_into(mm)))
         rsp, _ = build_stack(
             mm,
             argv,
             envp,
             [
+                *vdso_entries,
                 (auxv.AT_PHDR, loaded.phdr),
                 (auxv.AT_PHENT, program.e_phentsize),
                 (auxv.AT_PHNUM, program.e_phnum),
@@ -453,8 +496,12 @@ class Kernel:
         elif not self.machine.vcpus:
             vcpu = self.machine.create_vcpu(mm)
             self.machine.probe(vcpu)
+            if self.vdso is not None:
+                self.vdso.vcpu_created(vcpu)
         else:
             vcpu = self.machine.create_vcpu(mm)
+            if self.vdso is not None:
+                self.vdso.vcpu_created(vcpu)
         vcpu.aspace = mm
         return vcpu
 
@@ -817,6 +864,8 @@ class Kernel:
         last KVM_RUN when the boot is over; closing a vCPU under one of them
         would pull its kvm_run page away while it is read.
         """
+        if self.vdso is not None:
+            self.vdso.close()
         current = threading.current_thread()
         for thread in self._host_threads:
             if thread is not current:

@@ -29,6 +29,7 @@ AT_SECURE = 23
 AT_RANDOM = 25
 AT_HWCAP2 = 26
 AT_EXECFN = 31
+AT_SYSINFO_EHDR = 33  # the vDSO's ELF header
 AT_MINSIGSTKSZ = 51
 
 # With FXSAVE-only vector state a signal frame needs about this much.

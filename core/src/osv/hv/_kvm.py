@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
+import mmap
 import os
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,12 @@ KVM_GET_MSRS = 0xC008AE88
 KVM_GET_FPU = 0x81A0AE8C
 KVM_SET_FPU = 0x41A0AE8D
 KVM_SET_CPUID2 = 0x4008AE90
+KVM_GET_TSC_KHZ = 0xAEA3
 
 # KVM_CHECK_EXTENSION capabilities.
 KVM_CAP_USER_MEMORY = 3
 KVM_CAP_NR_VCPUS = 9
+KVM_CAP_GET_TSC_KHZ = 61
 KVM_CAP_SYNC_REGS = 74
 KVM_CAP_IMMEDIATE_EXIT = 136
 
@@ -117,6 +120,7 @@ REG_NAMES = (
 )
 
 # Model-specific registers.
+MSR_IA32_TSC = 0x10
 MSR_EFER = 0xC0000080
 MSR_STAR = 0xC0000081
 MSR_LSTAR = 0xC0000082
@@ -127,6 +131,7 @@ MSR_GS_BASE = 0xC0000101
 MSR_KERNEL_GS_BASE = 0xC0000102
 
 MAP_NORESERVE = 0x4000
+_MAP_PRIVATE_ANONYMOUS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
 MADV_DONTNEED = 4
 MADV_HUGEPAGE = 14
 
@@ -307,6 +312,52 @@ def host_mprotect(address: int, size: int, prot: int) -> None:
     if _libc.mprotect(address, size, prot) != 0:
         err = ctypes.get_errno()
         raise KvmError(f"mprotect of guest backing failed: {os.strerror(err)}")
+
+
+# Reading the host CPU's time-stamp counter from Python: a few bytes of machine
+# code in an executable page, called through ctypes. The vDSO's clock is
+# expressed in guest counter ticks, and the kernel relates them to the host's
+# clocks by reading the host's counter next to them; no system call or file
+# exposes the counter itself. PYFUNCTYPE keeps the GIL across the call,
+# which is cheaper than giving it up and cannot put a thread switch between
+# two readings taken as a pair.
+#
+#   lfence; rdtsc; shl rdx, 32; or rax, rdx; ret     (read_host_tsc)
+#   mfence; lfence; rdtsc; ...                        (read_host_tsc_fenced)
+#
+# The fence before rdtsc keeps the counter from being read before earlier
+# loads; the fenced variant also waits until earlier stores are visible to
+# the other CPUs, so a reading taken after a store to shared memory is known
+# to be later than that store for every reader.
+_RDTSC_TAIL = b"\x0f\x31\x48\xc1\xe2\x20\x48\x09\xd0\xc3"
+_RDTSC_CODE = b"\x0f\xae\xe8" + _RDTSC_TAIL
+_RDTSC_FENCED_CODE = b"\x0f\xae\xf0\x0f\xae\xe8" + _RDTSC_TAIL
+_tsc_readers: tuple | None = None
+
+
+def _make_tsc_readers() -> tuple:
+    page = host_mmap(4096, mmap.PROT_READ | mmap.PROT_WRITE, _MAP_PRIVATE_ANONYMOUS)
+    ctypes.memmove(page, _RDTSC_CODE, len(_RDTSC_CODE))
+    ctypes.memmove(page + 64, _RDTSC_FENCED_CODE, len(_RDTSC_FENCED_CODE))
+    host_mprotect(page, 4096, mmap.PROT_READ | mmap.PROT_EXEC)
+    prototype = ctypes.PYFUNCTYPE(ctypes.c_uint64)
+    return prototype(page), prototype(page + 64)
+
+
+def read_host_tsc() -> int:
+    """The host CPU's time-stamp counter (rdtsc, ordered after earlier loads)."""
+    global _tsc_readers
+    if _tsc_readers is None:
+        _tsc_readers = _make_tsc_readers()
+    return _tsc_readers[0]()
+
+
+def read_host_tsc_fenced() -> int:
+    """The time-stamp counter, read once earlier stores are globally visible."""
+    global _tsc_readers
+    if _tsc_readers is None:
+        _tsc_readers = _make_tsc_readers()
+    return _tsc_readers[1]()
 
 
 def open_kvm() -> int:

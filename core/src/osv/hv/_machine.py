@@ -34,10 +34,12 @@ logger = logging.getLogger(__name__)
 #               lone `iretq`: the way back to ring 3 with every register
 #               chosen by the host (signal delivery, rt_sigreturn), see
 #               VCpu.enter_user.
-#   GPA 0x7000  the probe: `syscall; jmp .`, run once at start-up in ring 3
-#               with LSTAR aimed at the ring-0 stub. A port-0x10 exit means
-#               hardware semantics; a page fault at LSTAR (a ring-3 fetch of a
-#               supervisor page) means PVM semantics.
+#   GPA 0x7000  the probe: `rdtsc; syscall; jmp .`, run once at start-up in
+#               ring 3 with LSTAR aimed at the ring-0 stub. A port-0x10 exit
+#               means hardware semantics; a page fault at LSTAR (a ring-3
+#               fetch of a supervisor page) means PVM semantics. The counter
+#               it reads shows what ring-3 code sees as the time-stamp counter,
+#               which the vDSO's clock is calibrated against.
 #
 # and, for every vCPU, a block of four frames of its own, mapped at
 # CPU_BLOCKS_VA + 16 KiB * vCPU index, because two vCPUs must never share an
@@ -53,6 +55,14 @@ logger = logging.getLogger(__name__)
 # All of it is mapped at MONITOR_BASE + GPA (the shared part) and in a range
 # the program's address space reserves. Ring-0 code is interpreted on PVM
 # (about 1 µs an instruction), so each stub is a handful of instructions.
+#
+# With the vDSO, a table of CPU slots (CPU_TABLE_VA, 8 bytes per vCPU, each
+# holding its own address) is mapped read-only for the program, and every
+# vCPU's GS base points at its slot: the vDSO's getcpu reads `gs:0` and
+# finds the vCPU's number without a system call. No instruction that names
+# the CPU works in ring 3 on both kinds of KVM: on PVM (measured), `lsl`
+# does not read the guest's GDT, where Linux keeps a per-CPU segment, and
+# `rdtscp`/`rdpid` give the host CPU the vCPU's thread happens to run on.
 
 MONITOR_BASE = 0x7FFF00000000
 MONITOR_SIZE = 0x10000
@@ -67,6 +77,8 @@ CPU_BLOCKS_VA = MONITOR_BASE + 0x100000
 CPU_BLOCK_SIZE = 0x4000
 MAX_VCPUS = 4096
 MONITOR_VA_SIZE = 0x100000 + MAX_VCPUS * CPU_BLOCK_SIZE
+CPU_TABLE_VA = MONITOR_BASE + 0x20000
+CPU_TABLE_SIZE = MAX_VCPUS * 8
 BLOCK_TSS = 0x800
 BLOCK_IST = 0x1000
 BLOCK_IST_TOP = 0x3000
@@ -113,6 +125,9 @@ RFLAGS_USER = 0x202
 
 CPUID_1_ECX_XSAVE = 1 << 26
 CPUID_1_ECX_HYPERVISOR = 1 << 31
+# CPUID 0x80000007 EDX bit 8: the time-stamp counter runs at a constant rate
+# in every power state (the "invariant TSC").
+CPUID_80000007_EDX_INVARIANT_TSC = 1 << 8
 KVM_SET_XCRS = 0x4188AEA7
 
 VECTOR_NAMES = {
@@ -255,7 +270,9 @@ def _kernel_stub() -> bytes:
 KERNEL_STUB_SYSRETS = frozenset({2, KERNEL_STUB_FLUSH_OFFSET + 30})
 
 
-PROBE_CODE = b"\x0f\x05\xeb\xfe"  # syscall ; jmp .
+PROBE_CODE = b"\x0f\x31\x0f\x05\xeb\xfe"  # rdtsc ; syscall ; jmp .
+# A struct kvm_msrs with room for one entry.
+_TSC_REQUEST = _kvm.msrs_struct(1)
 
 
 def _segment(seg: _kvm.kvm_segment, selector: int, code: bool, dpl: int) -> None:
@@ -306,6 +323,11 @@ class Machine:
         self.xsave = bool(self._leaf(1).ecx & CPUID_1_ECX_XSAVE)
         self.trap = TRAP_DOORBELL
         self.vcpus: list[VCpu] = []
+        # The host's counter before and after the probe's KVM_RUN, and what
+        # the probe read in ring 3 in between (see probe).
+        self.probe_tsc: tuple[int, int, int] | None = None
+        # Guest-physical address of the getcpu table; 0 until enabled.
+        self.cpu_table_gpa = 0
         self._write_structures()
 
     def _cpuid(self) -> _kvm.kvm_cpuid2:
@@ -351,6 +373,39 @@ class Machine:
         return flags
 
     @property
+    def invariant_tsc(self) -> bool:
+        """Whether the CPU the guest sees has a constant-rate time-stamp counter."""
+        return bool(self._leaf(0x80000007).edx & CPUID_80000007_EDX_INVARIANT_TSC)
+
+    def tsc_khz(self, vcpu: VCpu) -> int:
+        """The guest's time-stamp counter frequency in kHz, or 0 if KVM won't say."""
+        if ioctl(self.kvm_fd, _kvm.KVM_CHECK_EXTENSION, _kvm.KVM_CAP_GET_TSC_KHZ) <= 0:
+            return 0
+        try:
+            return ioctl(vcpu.fd, _kvm.KVM_GET_TSC_KHZ, 0)
+        except KvmError as exc:
+            logger.debug("KVM_GET_TSC_KHZ: %s", exc)
+            return 0
+
+    def enable_cpu_slots(self) -> None:
+        """Give every vCPU a GS base at its slot of the getcpu table (see above).
+
+        Called before the first address space is installed; from then on
+        every program sees the table and every vCPU set up points at its slot.
+        """
+        if self.cpu_table_gpa:
+            return
+        npages = CPU_TABLE_SIZE >> 12
+        self.cpu_table_gpa = self.phys.allocate_kernel(npages)
+        slots = [CPU_TABLE_VA + 8 * i for i in range(MAX_VCPUS)]
+        table = struct.pack(f"<{MAX_VCPUS}Q", *slots)
+        self.phys.ram[self.cpu_table_gpa : self.cpu_table_gpa + len(table)] = table
+
+    def user_gs_base(self, index: int) -> int:
+        """The GS base a program starts with on vCPU ``index``: its getcpu slot."""
+        return CPU_TABLE_VA + 8 * index if self.cpu_table_gpa else 0
+
+    @property
     def hwcap(self) -> int:
         """AT_HWCAP as Linux gives it on x86-64: CPUID.1:EDX."""
         return self._leaf(1).edx
@@ -381,6 +436,10 @@ class Machine:
         aspace.map_fixed_frames(
             self.doorbell_va, self.doorbell_gpa, 1, PTE_RW | PTE_US | PTE_NX
         )
+        if self.cpu_table_gpa:
+            aspace.map_fixed_frames(
+                CPU_TABLE_VA, self.cpu_table_gpa, CPU_TABLE_SIZE >> 12, PTE_US | PTE_NX
+            )
         for vcpu in self.vcpus:
             vcpu.map_block(aspace)
         aspace.reserve(MONITOR_BASE, MONITOR_VA_SIZE)
@@ -404,7 +463,11 @@ class Machine:
             lstar=MONITOR_BASE + KERNEL_STUB_GPA,
             probe=True,
         )
+        before = _kvm.read_host_tsc()
         reason = vcpu.run_once()
+        after = _kvm.read_host_tsc()
+        guest = vcpu.reg("rdx") << 32 | vcpu.reg("rax") & 0xFFFFFFFF
+        self.probe_tsc = (before, guest, after)
         port = vcpu.io_port() if reason == _kvm.KVM_EXIT_IO else -1
         if port == SYSCALL_PORT:
             self.trap = TRAP_PORT
@@ -475,6 +538,7 @@ class VCpu:
         self._anchor = ctypes.c_char.from_buffer(self.run_map)
         self.run_address = ctypes.addressof(self._anchor)
         self.run_q = memoryview(self.run_map).cast("Q")
+        self._tsc_request = None
         ioctl(self.fd, _kvm.KVM_SET_CPUID2, machine.cpuid)
 
     def map_block(self, aspace) -> None:  # noqa: ANN001
@@ -524,7 +588,7 @@ class VCpu:
                 _kvm.MSR_CSTAR: lstar,
                 _kvm.MSR_SFMASK: SFMASK,
                 _kvm.MSR_FS_BASE: 0,
-                _kvm.MSR_GS_BASE: 0,
+                _kvm.MSR_GS_BASE: self.machine.user_gs_base(self.index),
                 _kvm.MSR_KERNEL_GS_BASE: self.block_va + BLOCK_SCRATCH,
             }
         )
@@ -559,6 +623,20 @@ class VCpu:
             raise KvmError(
                 f"KVM accepted {done} of {len(values)} model-specific registers"
             )
+
+    def read_tsc(self) -> int:
+        """The guest's time-stamp counter as KVM keeps it (MSR IA32_TSC).
+
+        The request is built once, so that the call is little more than the
+        ioctl: the clock's calibration times it against the host's counter.
+        """
+        msrs = self._tsc_request
+        if msrs is None:
+            msrs = self._tsc_request = _TSC_REQUEST(nmsrs=1)
+            msrs.entries[0].index = _kvm.MSR_IA32_TSC
+        if ioctl(self.fd, _kvm.KVM_GET_MSRS, msrs) != 1:
+            raise KvmError("KVM did not report the guest's time-stamp counter")
+        return msrs.entries[0].data
 
     def set_fs_base(self, value: int) -> None:
         self.set_msrs({_kvm.MSR_FS_BASE: value})
