@@ -260,3 +260,14 @@ def test_boot_reports_kvm_s_own_counters_of_the_run(image: Path) -> None:
     served = result.kvm.get("mmio_exits", 0) + result.kvm.get("io_exits", 0)
     assert served >= result.syscalls
     assert result.kvm["exits"] >= served
+
+
+def test_each_program_of_a_boot_sees_its_own_proc_self(image: Path) -> None:
+    result = osv(
+        "run", str(image), "-e",
+        f"{BUSYBOX} true; {BUSYBOX} readlink /proc/self; "
+        f"{BUSYBOX} grep -c busybox /proc/self/maps",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    pid, maps_lines = result.stdout.splitlines()[-2:]
+    assert pid.isdigit() and int(maps_lines) > 0

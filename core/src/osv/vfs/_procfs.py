@@ -304,7 +304,8 @@ class _ProcTree:
             },
         )
         return {
-            "self": self._link("self", lambda: pid),
+            # Asked at each readlink: a later program has another pid.
+            "self": self._link("self", lambda: str(provider.pid())),
             pid: self._dir(pid, root, lambda: self._pid_listing(pid)),
             "cpuinfo": self._file("cpuinfo", lambda: provider.cpuinfo_text().encode()),
             "meminfo": self._file("meminfo", lambda: provider.meminfo_text().encode()),
