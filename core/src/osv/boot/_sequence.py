@@ -109,13 +109,19 @@ def _import_kernel() -> None:
     "Booted up in" measures the kernel's boot, as OSv's does; loading the
     Python code is the interpreter's start-up, a cost of its own.
     """
+    import json  # noqa: F401 - the image descriptor
+
+    import osv._builtins  # noqa: F401
     import osv._kernel  # noqa: F401
+    import osv._plugins  # noqa: F401
+    import osv.hv._stats  # noqa: F401
     import osv.sched._procinfo  # noqa: F401
     import osv.syscalls.files  # noqa: F401
     import osv.syscalls.io  # noqa: F401
     import osv.syscalls.memory  # noqa: F401
     import osv.syscalls.process  # noqa: F401
     import osv.syscalls.threads  # noqa: F401
+    import osv.vdso  # noqa: F401
     import osv.vfs  # noqa: F401
 
 
