@@ -9,11 +9,11 @@ import signal as host_signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 from osv.mm import MemoryFault
 from osv.sched import _sigframe
-from osv.sched._lock import KERNEL_LOCK
+from osv.sched._lock import KERNEL_LOCK, blocking
 from osv.sched._sigqueue import (
     DEFAULT_ACTION,
     SA_NODEFER,
@@ -245,6 +245,37 @@ def interruptible(task: Task, wake: Callable[[], None]) -> Iterator[None]:
         yield
     finally:
         task.waker = None
+
+
+class Again(NamedTuple):
+    """What a wait_for step returns to be called again after a wait.
+
+    ``timeout`` is the longest wait in seconds; None waits until woken.
+    """
+
+    timeout: float | None = None
+
+
+def wait_for(task: Task, step: Callable[[], object]) -> object:
+    """Call ``step`` until it returns anything but an Again; return that.
+
+    Between calls the thread waits, the kernel lock given up, until the
+    Again's timeout passes or it is woken: by a signal, by the end of the
+    program, which ends the wait with ThreadExit, or by whatever the waker
+    was handed to. Each step runs holding the kernel lock, so a signal sent
+    while it decides is seen at its next call.
+    """
+    wake = threading.Event()
+    with interruptible(task, wake.set):
+        while True:
+            wake.clear()
+            if task.process.ended.is_set():
+                raise ThreadExit()
+            outcome = step()
+            if type(outcome) is not Again:
+                return outcome
+            with blocking():
+                wake.wait(outcome.timeout)
 
 
 def interrupted(task: Task, restartable: bool) -> int:

@@ -5,13 +5,10 @@ from __future__ import annotations
 import errno
 import logging
 import struct
-import threading
 import time
 
-from osv.sched import ThreadExit
 from osv.sched import _signal as signals
-from osv.sched._lock import blocking
-from osv.sched._signal import interrupted, interruptible
+from osv.sched._signal import Again, interrupted, wait_for
 from osv.sched._sigqueue import UNBLOCKABLE
 from osv.syscalls._common import SyscallError, path_arg, read_timespec, s32
 from osv.syscalls._numbers import NUMBERS
@@ -74,22 +71,19 @@ def _wait(t, deadline: float | None, ready) -> int:  # noqa: ANN001
     never restarted after a handler, signal(7)); so does the end of the
     program.
     """
-    wake = threading.Event()
-    with interruptible(t, wake.set):
-        while True:
-            wake.clear()
-            count = ready()
-            if count or (deadline is not None and time.monotonic() >= deadline):
-                return count
-            if t.process.ended.is_set():
-                raise ThreadExit()
-            if signals.signal_pending(t):
-                return interrupted(t, restartable=False)
-            pause = POLL_INTERVAL
-            if deadline is not None:
-                pause = min(pause, max(0.0, deadline - time.monotonic()))
-            with blocking():
-                wake.wait(pause)
+
+    def step() -> int | Again:
+        count = ready()
+        if count or (deadline is not None and time.monotonic() >= deadline):
+            return count
+        if signals.signal_pending(t):
+            return interrupted(t, restartable=False)
+        pause = POLL_INTERVAL
+        if deadline is not None:
+            pause = min(pause, max(0.0, deadline - time.monotonic()))
+        return Again(pause)
+
+    return wait_for(t, step)
 
 
 def _with_sigmask(t, sigmask: int, sigsetsize: int, call):  # noqa: ANN001, ANN202

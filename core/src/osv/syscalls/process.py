@@ -7,13 +7,17 @@ import logging
 import os
 import resource
 import struct
-import threading
 import time
 
-from osv.sched import RLIM_INFINITY, ThreadExit
+from osv.sched import RLIM_INFINITY
 from osv.sched import _signal as signals
-from osv.sched._lock import blocking
-from osv.sched._signal import RealTimer, SignalError, interrupted, interruptible
+from osv.sched._signal import (
+    Again,
+    RealTimer,
+    SignalError,
+    interrupted,
+    wait_for,
+)
 from osv.sched._sigqueue import (
     NSIG,
     SI_TKILL,
@@ -375,22 +379,19 @@ def sys_time(t, tloc, *_):  # noqa: ANN001, ANN002
 
 def _sleep_until(t, deadline_ns: int, clock: int) -> int:  # noqa: ANN001
     """Sleep until the deadline; the time left when a signal cut it short."""
+
     # Waiting on an event rather than sleeping lets a signal, or the end of
     # the program (exit_group in another thread, a shutdown request), cut
     # the sleep short.
-    wake = threading.Event()
-    with interruptible(t, wake.set):
-        while True:
-            wake.clear()
-            if t.process.ended.is_set():
-                raise ThreadExit()
-            remaining = deadline_ns - time.clock_gettime_ns(clock)
-            if remaining <= 0:
-                return 0
-            if signals.signal_pending(t):
-                return remaining
-            with blocking():
-                wake.wait(remaining / 1e9)
+    def step() -> int | Again:
+        remaining = deadline_ns - time.clock_gettime_ns(clock)
+        if remaining <= 0:
+            return 0
+        if signals.signal_pending(t):
+            return remaining
+        return Again(remaining / 1e9)
+
+    return wait_for(t, step)
 
 
 def _write_timespec(t, address: int, ns: int) -> None:  # noqa: ANN001
@@ -682,16 +683,12 @@ def sys_rt_sigpending(t, uset, sigsetsize, *_):  # noqa: ANN001, ANN002
 
 def _wait_for_handler(t) -> int:  # noqa: ANN001
     """Sleep until a signal is to be handled (pause, sigsuspend): -EINTR."""
-    wake = threading.Event()
-    with interruptible(t, wake.set):
-        while True:
-            wake.clear()
-            if t.process.ended.is_set():
-                raise ThreadExit()
-            if signals.signal_pending(t):
-                return interrupted(t, restartable=False)
-            with blocking():
-                wake.wait()
+    return wait_for(
+        t,
+        lambda: (
+            interrupted(t, restartable=False) if signals.signal_pending(t) else Again()
+        ),
+    )
 
 
 def sys_pause(t, *_):  # noqa: ANN001, ANN002
@@ -716,34 +713,29 @@ def sys_rt_sigtimedwait(t, these, info, timeout, sigsetsize, *_):  # noqa: ANN00
     deadline = None
     if timeout:
         deadline = time.monotonic_ns() + read_timespec(t, timeout)
-    wake = threading.Event()
-    with interruptible(t, wake.set):
-        while True:
-            wake.clear()
-            if t.process.ended.is_set():
-                raise ThreadExit()
-            available = (t.pending.bits | t.process.pending.bits) & wanted
-            if available:
-                sig = first_signal(available)
-                taken = signals.take(t, sig)
-                if info:
-                    t.mm.write(info, taken)
-                return sig
-            if signals.deliverable(t):
-                return interrupted(t, restartable=False)
-            remaining = None
-            if deadline is not None:
-                remaining = (deadline - time.monotonic_ns()) / 1e9
-                if remaining <= 0:
-                    return -errno.EAGAIN
-            # Meanwhile a signal of the set wakes the thread even though the
-            # program blocks it, as it normally does for sigwait.
-            t.waiting_for = wanted
-            try:
-                with blocking():
-                    wake.wait(remaining)
-            finally:
-                t.waiting_for = 0
+
+    def step() -> int | Again:
+        available = (t.pending.bits | t.process.pending.bits) & wanted
+        if available:
+            sig = first_signal(available)
+            taken = signals.take(t, sig)
+            if info:
+                t.mm.write(info, taken)
+            return sig
+        if signals.deliverable(t):
+            return interrupted(t, restartable=False)
+        if deadline is None:
+            return Again()
+        remaining = (deadline - time.monotonic_ns()) / 1e9
+        return -errno.EAGAIN if remaining <= 0 else Again(remaining)
+
+    # Meanwhile a signal of the set wakes the thread even though the program
+    # blocks it, as it normally does for sigwait.
+    t.waiting_for = wanted
+    try:
+        return wait_for(t, step)
+    finally:
+        t.waiting_for = 0
 
 
 def sys_rt_sigreturn(t, *_):  # noqa: ANN001, ANN002
