@@ -93,6 +93,17 @@ class BlockDevice:
         raise BlockError(f"{self.name}: writing is not supported by this device")
 
 
+def open_image_file(
+    path: str | os.PathLike[str], writable: bool, error: type[BlockError]
+) -> tuple[str, BinaryIO]:
+    """Open a disk image's file for reading (and writing); ``error`` if it fails."""
+    filename = os.fspath(path)
+    try:
+        return filename, open(filename, "r+b" if writable else "rb")
+    except OSError as failure:
+        raise error(f"cannot open {filename}: {failure.strerror}") from None
+
+
 class RawDisk(BlockDevice):
     """A disk stored byte for byte in a host file (a raw image)."""
 
@@ -115,11 +126,7 @@ class RawDisk(BlockDevice):
         name: str = "vblk0",
     ) -> RawDisk:
         """Open the raw image at ``path``; its size is the file's size."""
-        filename = os.fspath(path)
-        try:
-            file = open(filename, "r+b" if writable else "rb")
-        except OSError as error:
-            raise BlockError(f"cannot open {filename}: {error.strerror}") from None
+        filename, file = open_image_file(path, writable, BlockError)
         size = os.fstat(file.fileno()).st_size
         return cls(filename, file, size, not writable, name)
 

@@ -10,7 +10,7 @@ import struct
 import zlib
 from typing import BinaryIO
 
-from ._device import SECTOR_SIZE, BlockDevice
+from ._device import SECTOR_SIZE, BlockDevice, open_image_file
 from ._errors import Qcow2Error
 
 logger = logging.getLogger(__name__)
@@ -255,11 +255,7 @@ class Qcow2Disk(BlockDevice):
         name: str = "vblk0",
     ) -> Qcow2Disk:
         """Open the qcow2 file at ``path``; ``Qcow2Error`` if it cannot be used."""
-        filename = os.fspath(path)
-        try:
-            file = open(filename, "r+b" if writable else "rb")
-        except OSError as error:
-            raise Qcow2Error(f"cannot open {filename}: {error.strerror}") from None
+        filename, file = open_image_file(path, writable, Qcow2Error)
         try:
             data = os.pread(file.fileno(), 112, 0)
             header = Qcow2Header.parse(data, filename)

@@ -14,6 +14,7 @@ from ._disk import (
     _without_path,
     _write_atomically,
     check_output_path,
+    replacing,
 )
 from ._errors import ImageError
 
@@ -109,7 +110,6 @@ def _convert_with_qemu_img(
     # to or from a format of another virtualiser runs another program.
     import shutil
     import subprocess
-    import tempfile
 
     program = shutil.which("qemu-img")
     if program is None:
@@ -121,24 +121,12 @@ def _convert_with_qemu_img(
             f"{needed} needs qemu-img, which is not installed "
             "(on Debian and Ubuntu: apt install qemu-utils)"
         )
-    directory = os.path.dirname(os.path.abspath(target))
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=".osv-image-", dir=directory)
-    except OSError as error:
-        raise ImageError(f"cannot create {target}: {error.strerror}") from None
-    os.close(handle)
-    command = [program, "convert", "-f", source_format, "-O", to, source, temporary]
-    logger.debug("running %s", " ".join(command))
-    try:
+    with replacing(target) as temporary:
+        command = [program, "convert", "-f", source_format, "-O", to, source, temporary]
+        logger.debug("running %s", " ".join(command))
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             reason = (result.stderr.strip().splitlines() or ["no message"])[-1]
             raise ImageError(f"qemu-img could not convert {source}: {reason}")
         size = check(temporary) if check is not None else 0
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
     return size

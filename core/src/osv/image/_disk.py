@@ -3,10 +3,12 @@ descriptor, root partition), stored raw or in a qcow2 container."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
 import stat
+from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple, Self
 
 from osv.block import (
@@ -563,6 +565,31 @@ class _SparseTarget:
             self.device.write(offset + run, view[run:])
 
 
+@contextlib.contextmanager
+def replacing(target: str) -> Iterator[str]:
+    """A scratch file beside *target* that becomes *target* when the block ends.
+
+    On any error the scratch file is removed and *target* is left as it was.
+    """
+    # Imported here: only writing an image needs it, and `osv run` reads one.
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(target))
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=".osv-image-", dir=directory)
+    except OSError as error:
+        raise ImageError(f"cannot create {target}: {error.strerror}") from None
+    os.close(handle)
+    try:
+        yield temporary
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
 def _write_atomically(
     path: str | os.PathLike[str],
     format: str,
@@ -571,35 +598,21 @@ def _write_atomically(
 ) -> None:
     """Create a *format* disk of *size* bytes next to *path*, let *fill* write
     it, and rename it to *path*; on any failure no file is left behind."""
-    # Imported here: only writing an image needs it, and `osv run` reads one.
-    import tempfile
-
     target = os.fspath(path)
     check_output_path(target)
-    directory = os.path.dirname(os.path.abspath(target))
     try:
-        handle, temporary = tempfile.mkstemp(prefix=".osv-image-", dir=directory)
-    except OSError as error:
-        raise ImageError(f"cannot create {target}: {error.strerror}") from None
-    os.close(handle)
-    device: BlockDevice | None = None
-    try:
-        if format == "qcow2":
-            device = Qcow2Disk.create(temporary, size)
-            fill(_SparseTarget(device, device.cluster_size))
-        else:
-            with open(temporary, "r+b") as file:
-                file.truncate(size)
-            device = RawDisk.open(temporary, writable=True)
-            fill(_SparseTarget(device, 4096))
-        device.close()
-        device = None
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except BaseException as error:
-        if device is not None:
-            device.close()
-        os.unlink(temporary)
-        if isinstance(error, (OSError, BlockError)):
-            raise ImageError(f"cannot write {target}: {error}") from None
-        raise
+        with replacing(target) as temporary:
+            if format == "qcow2":
+                device: BlockDevice = Qcow2Disk.create(temporary, size)
+                cluster = device.cluster_size
+            else:
+                with open(temporary, "r+b") as file:
+                    file.truncate(size)
+                device = RawDisk.open(temporary, writable=True)
+                cluster = 4096
+            try:
+                fill(_SparseTarget(device, cluster))
+            finally:
+                device.close()
+    except (OSError, BlockError) as error:
+        raise ImageError(f"cannot write {target}: {error}") from None
