@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
+PYTHON = "/usr/bin/python3.11"
 PYTHON_LIB = Path("/usr/lib/python3.11")
 
 pytestmark = pytest.mark.skipif(
@@ -516,3 +517,44 @@ def test_a_rofs_image_run_where_the_module_is_missing_names_the_pip_command(
         "osv: error: module 'rofs' is not installed; to fix it run: "
         "pip install osv-mod-rofs\n"
     )
+
+
+# ---------------------------------------------------------------------------
+# Host modification times, kept by both root file systems
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fs", ["rofs", "ramfs"])
+def test_files_keep_their_host_times_so_cached_bytecode_stays_valid(tmp_path, fs):
+    app = tmp_path / "app"
+    (app / "sub").mkdir(parents=True)
+    (app / "mod.py").write_text("VALUE = 42\n")
+    (app / "sub" / "data.txt").write_text("data\n")
+    os.utime(app / "mod.py", ns=(1, 1_650_000_000_987_654_321))
+    os.utime(app / "sub" / "data.txt", ns=(1, 1_600_000_000_000_000_007))
+    os.utime(app / "sub", ns=(1, 1_550_000_000_000_000_000))
+    # Compiled by the interpreter the guest runs, as its import would.
+    subprocess.run([PYTHON, "-m", "py_compile", str(app / "mod.py")], check=True)
+    # Enough of the standard library for an interpreter without site.
+    image = build(
+        tmp_path / f"{fs}.img", "--fs", fs, "--from-host", BUSYBOX,
+        "--from-host", PYTHON, "--from-host", str(PYTHON_LIB / "encodings"),
+        "--from-host", str(PYTHON_LIB / "os.py"), "--from-host", str(app),
+        "--cmdline", BUSYBOX,
+    )  # fmt: skip
+
+    stat = [BUSYBOX, "stat", "-c", "%n:%Y", f"{app}/mod.py", f"{app}/sub",
+            f"{app}/sub/data.txt"]  # fmt: skip
+    output = boot(image, "-e", " ".join(stat))
+    assert output == subprocess.run(stat, capture_output=True, text=True).stdout
+    times = [line.rpartition(":")[2] for line in output.splitlines()]
+    assert times == ["1650000000", "1550000000", "1600000000"]
+
+    # python -v says when a cached .pyc matches its source; a stale one
+    # would be recompiled (and, on a writable root, rewritten) every run.
+    code = f"import sys; sys.path.insert(0, '{app}'); import mod; print(mod.VALUE)"
+    result = osv("run", str(image), "-e", f'{PYTHON} -S -v -c "{code}"')
+    assert result.returncode == 0, result.stderr
+    assert program_output(result.stdout).endswith("42\n")
+    matches = f"# {app}/__pycache__/mod.cpython-311.pyc matches {app}/mod.py"
+    assert matches in result.stderr

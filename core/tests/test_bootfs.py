@@ -11,7 +11,10 @@ from osv.image import (
     BOOTFS_RECORD_SIZE,
     BootfsError,
     BootfsRecord,
+    ImageError,
     ManifestEntry,
+    decode_time_runs,
+    encode_time_runs,
     read_bootfs,
     write_bootfs,
 )
@@ -257,3 +260,50 @@ def test_arbitrary_records_read_or_fail_only_with_bootfs_error(fields, tail):
         return
     check_records_within(blob, records)
     assert len(blob) >= (len(records) + 1) * BOOTFS_RECORD_SIZE
+
+
+# ---------------------------------------------------------------------------
+# The table of modification times that travels beside a bootfs
+# ---------------------------------------------------------------------------
+
+
+@given(st.lists(st.sampled_from([0, 7, 1_700_000_000_000_000_001]), max_size=50))
+def test_time_runs_round_trip(times):
+    runs = encode_time_runs(times)
+    assert decode_time_runs(runs, len(times), "t") == times
+    # Equal neighbours share one run.
+    assert len(runs) == sum(
+        1 for i, t in enumerate(times) if i == 0 or times[i - 1] != t
+    )
+
+
+@pytest.mark.parametrize(
+    "runs",
+    [{"a": 1}, [[1]], [[1, 0]], [[-1, 2]], [[1, 2.5]], [[1, True]], [[1, 4]], [[1, 1]]],
+)
+def test_a_malformed_time_table_is_an_image_error(runs):
+    with pytest.raises(ImageError, match="bootfs_mtimes"):
+        decode_time_runs(runs, 3, "bootfs_mtimes")
+
+
+def test_unpacked_objects_get_their_times_and_directories_keep_theirs(hello):
+    from osv.boot._unpack import unpack_bootfs
+    from osv.vfs import RamFs, Vfs
+
+    entries = [
+        ManifestEntry("/d", "dir", None, None, "test"),
+        ManifestEntry("/d/hello", "file", hello, None, "test"),
+        ManifestEntry("/d/link", "symlink", None, "hello", "test"),
+        ManifestEntry("/d/e/deeper", "file", hello, None, "test"),
+    ]
+    blob = pack(entries)
+    vfs = Vfs()
+    vfs.mount(RamFs(), "none", "/")
+    times = [10, 20, 30, 40]
+    unpack_bootfs(vfs, memoryview(blob), read_bootfs(blob), times)
+
+    assert vfs.stat("/d").st_mtime_ns == 10
+    assert vfs.stat("/d/hello").st_mtime_ns == 20
+    assert vfs.stat("/d/link", follow=False).st_mtime_ns == 30
+    assert vfs.stat("/d/e/deeper").st_mtime_ns == 40
+    assert vfs.stat("/d/e/deeper").st_atime_ns == 40

@@ -94,8 +94,11 @@ def run(args: argparse.Namespace) -> int:
         ImageDescriptor,
         ImageError,
         ManifestEntry,
+        build_time_ns,
         check_output_path,
         check_tree,
+        encode_time_runs,
+        host_time_ns,
         manifest_from_paths,
         read_manifest,
         write_bootfs,
@@ -152,21 +155,29 @@ def run(args: argparse.Namespace) -> int:
         cmdline = shlex.quote(os.path.abspath(programs[0]))
     cmdline = f"--rootfs={args.fs} {cmdline}"
 
+    extra = {
+        # The package of each module, so that a machine without one is told
+        # what to install (a package may hold several modules).
+        "distributions": {
+            m.name: m.distribution for m in modules.loaded if not m.builtin
+        },
+        # Where each module's hooks are, so that a boot imports them
+        # without scanning every installed distribution.
+        "entry_points": {m.name: m.target for m in modules.loaded if not m.builtin},
+    }
+    if fs_class is None:
+        # A bootfs record has no time field: the files' host times travel
+        # here, one per record, for the boot's unpack to apply.
+        built = build_time_ns()
+        extra["bootfs_mtimes"] = encode_time_runs(
+            host_time_ns(entry.host, built) for entry in entries
+        )
     descriptor = ImageDescriptor(
         kernel_version=osv.__version__,
         fs_type=args.fs,
         built_by=f"osv build (osv-core {osv.__version__})",
         modules={m.name: m.version for m in modules.loaded if not m.builtin},
-        # The package of each module, so that a machine without one is told
-        # what to install (a package may hold several modules).
-        extra={
-            "distributions": {
-                m.name: m.distribution for m in modules.loaded if not m.builtin
-            },
-            # Where each module's hooks are, so that a boot imports them
-            # without scanning every installed distribution.
-            "entry_points": {m.name: m.target for m in modules.loaded if not m.builtin},
-        },
+        extra=extra,
     )
     directory = os.path.dirname(os.path.abspath(args.output))
     if fs_class is None:

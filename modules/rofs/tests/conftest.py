@@ -45,10 +45,10 @@ class Tree:
                 entries.append(ManifestEntry(guest, "file", str(host), None, "test"))
         return entries
 
-    def image(self, spec):
-        """The bytes of the ROFS holding ``spec``."""
+    def image(self, spec, times=False):
+        """The bytes of the ROFS holding ``spec`` (OSv's exactly, without times)."""
         out = io.BytesIO()
-        write_rofs(self.entries(spec), out)
+        write_rofs(self.entries(spec), out, times=times)
         return out.getvalue()
 
 

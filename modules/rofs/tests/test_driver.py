@@ -278,3 +278,17 @@ def test_the_mount_is_always_read_only(image, mount):
     vfs.mount(RoFs({"d": MemoryDisk(image)}), "d", "/", readonly=False)
 
     assert vfs.resolve("/").mount.readonly
+
+
+def test_stat_gives_the_host_times_kept_in_the_time_table(tree, mount, tmp_path):
+    image = tree.image({"/x": b"data", "/y": b"more"}, times=True)
+    # The Tree fixture wrote host1 and host2 just now: their times must come
+    # back exactly, to the nanosecond.
+    vfs = mount(image)
+    assert vfs.stat("/x").st_mtime_ns == os.stat(tmp_path / "host1").st_mtime_ns
+    assert vfs.stat("/y").st_mtime_ns == os.stat(tmp_path / "host2").st_mtime_ns
+
+
+def test_without_a_time_table_objects_are_dated_at_the_epoch(tree, mount):
+    vfs = mount(tree.image({"/x": b"data"}))
+    assert vfs.stat("/x").st_mtime_ns == 0

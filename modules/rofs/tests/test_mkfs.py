@@ -12,6 +12,7 @@ from osv.block import MemoryDisk
 from osv.image import ManifestEntry, ManifestText, read_manifest
 from osv_mod_rofs import (
     ROFS_MAGIC,
+    ROFS_TIMES_MAGIC,
     RoFs,
     RofsMkfsError,
     Superblock,
@@ -161,7 +162,7 @@ def test_mkfs_reads_manifests_in_osv_syntax(tmp_path):
 def test_mkfs_starts_where_the_output_is_positioned(tree):
     out = io.BytesIO()
     out.write(b"PREFIX")
-    write_rofs(tree.entries({"/a": b"x"}), out)
+    write_rofs(tree.entries({"/a": b"x"}), out, times=False)
 
     assert out.getvalue()[:6] == b"PREFIX"
     assert out.getvalue()[6:] == tree.image({"/a": b"x"})
@@ -240,6 +241,43 @@ def test_the_same_manifest_gives_the_bytes_of_osvs_gen_rofs_img(tmp_path):
     )
 
     ours = io.BytesIO()
-    write_rofs(read_manifest(manifest), ours)
+    write_rofs(read_manifest(manifest), ours, times=False)
 
     assert ours.getvalue() == theirs.read_bytes()
+
+
+def test_the_time_table_follows_osvs_tables_and_dates_every_inode(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "a").write_bytes(b"A" * 10)
+    (tmp_path / "b").write_bytes(b"")
+    os.utime(tmp_path / "a", ns=(1, 1_600_000_000_123_456_789))
+    os.utime(tmp_path / "b", ns=(1, 1_500_000_000_000_000_001))
+    os.utime(tmp_path / "tree", ns=(1, 1_400_000_000_000_000_000))
+    entries = [
+        ManifestEntry("/d", "dir", str(tmp_path / "tree"), None, "test"),
+        ManifestEntry("/d/a", "file", str(tmp_path / "a"), None, "test"),
+        ManifestEntry("/b", "file", str(tmp_path / "b"), None, "test"),
+        ManifestEntry("/l", "symlink", None, "d/a", "test"),
+    ]
+    plain, timed = io.BytesIO(), io.BytesIO()
+    write_rofs(entries, plain, times=False)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1234567890")
+    write_rofs(entries, timed)
+
+    # OSv's bytes, then the table where OSv's padding was.
+    first = Superblock.unpack(plain.getvalue()).structure_info_first_block
+    table = timed.getvalue().index(ROFS_TIMES_MAGIC, first * 512)
+    assert timed.getvalue()[:table] == plain.getvalue()[:table]
+    assert plain.getvalue()[table:] == bytes(len(plain.getvalue()) - table)
+    metadata = read_metadata(MemoryDisk(timed.getvalue()))
+    # Inodes in pre-order: / (no host: the build time), /d, /d/a, /b, /l.
+    assert metadata.mtimes == [
+        1_234_567_890_000_000_000,
+        1_400_000_000_000_000_000,
+        1_600_000_000_123_456_789,
+        1_500_000_000_000_000_001,
+        1_234_567_890_000_000_000,
+    ]
+    assert read_metadata(MemoryDisk(plain.getvalue())).mtimes is None

@@ -149,7 +149,6 @@ def _boot_image(
     from osv import _plugins
     from osv._kernel import Kernel, KernelError
     from osv.block import BlockError, disk_devices
-    from osv.image import read_bootfs
 
     descriptor = image.descriptor
     cmdline = config.cmdline if config.cmdline is not None else image.cmdline
@@ -217,7 +216,9 @@ def _boot_image(
             "OSV_VERSION": osv.__version__,
             "OSV_CPUS": str(config.vcpus),
         }
-        _mount_filesystems(kernel, options, console, bootfs, read_bootfs)
+        _mount_filesystems(
+            kernel, options, console, bootfs, descriptor.extra.get("bootfs_mtimes")
+        )
         for assignment in options.env:
             key, _, value = assignment.partition("=")
             environment[key] = value
@@ -299,14 +300,23 @@ def _boot_image(
         kernel.close()
 
 
-def _mount_filesystems(kernel, options, console, bootfs, read_bootfs):  # noqa: ANN001, ANN201
-    """The boot ramfs at / (with the bootfs), the root file system, devfs, procfs."""
+def _mount_filesystems(kernel, options, console, bootfs, time_runs):  # noqa: ANN001, ANN201
+    """The boot ramfs at / (with the bootfs), the root file system, devfs, procfs.
+
+    ``time_runs`` is the image's table of the bootfs records' modification
+    times, or None for an image made without one.
+    """
+    from osv.image import decode_time_runs, read_bootfs
     from osv.vfs import FsError
 
     vfs = kernel.vfs
     kernel.mount("ramfs", "none", "/")
     if bootfs:
-        unpack_bootfs(vfs, memoryview(bootfs), read_bootfs(bootfs))
+        records = read_bootfs(bootfs)
+        times = None
+        if time_runs is not None:
+            times = decode_time_runs(time_runs, len(records), "bootfs_mtimes")
+        unpack_bootfs(vfs, memoryview(bootfs), records, times)
     kernel.stamp("VFS initialized")
 
     root_type = _mount_root(kernel, options, console)

@@ -12,13 +12,17 @@ FILE_MODE = 0o755
 DIRECTORY_MODE = 0o755
 
 
-def unpack_bootfs(vfs, blob: bytes | memoryview, records) -> int:  # noqa: ANN001
+def unpack_bootfs(vfs, blob: bytes | memoryview, records, times=None) -> int:  # noqa: ANN001
     """Create every record's file, directory or symlink under ``vfs``'s root.
 
     Returns the number of bytes of file content. Parents are created as
     needed, as OSv's unpacker does; a name that already exists as a directory
     is kept. File systems that can (ramfs) share the blob's bytes instead of
     copying them, so ``blob`` must stay alive and unchanged.
+
+    ``times``, when given, holds each record's modification time in
+    nanoseconds (the image's table, in record order); each object gets it as
+    its atime and mtime. Without it everything is dated now.
     """
     # Rationale: an image of a Python installation holds thousands of files.
     # Resolving each path from the root through the VFS would walk every
@@ -43,18 +47,27 @@ def unpack_bootfs(vfs, blob: bytes | memoryview, records) -> int:  # noqa: ANN00
         directories[path] = found
         return found
 
-    for record in records:
+    # A directory's time is set once everything is in it: each name added
+    # to a directory moves its mtime to now.
+    dated = []
+    for index, record in enumerate(records):
         path = record.name.strip("/")
         if not path:
+            if times is not None:
+                dated.append((vfs.root, times[index]))
             continue
         if record.is_directory:
-            directory(path)
+            node = directory(path)
+            if times is not None:
+                dated.append((node, times[index]))
             continue
         parent_path, _, name = path.rpartition("/")
         parent = directory(parent_path)
         if record.is_symlink:
             target = bytes(record.content(blob)).rstrip(b"\0").decode()
-            parent.symlink(name, target)
+            node = parent.symlink(name, target)
+            if times is not None:
+                node.atime = node.mtime = times[index]
             continue
         node = parent.create(name, FILE_MODE)
         content = record.content(blob)
@@ -65,5 +78,9 @@ def unpack_bootfs(vfs, blob: bytes | memoryview, records) -> int:  # noqa: ANN00
                 written += len(content)
             else:
                 written += node.write(0, content)
+        if times is not None:
+            node.atime = node.mtime = times[index]
+    for node, mtime in dated:
+        node.atime = node.mtime = mtime
     logger.debug("unpacked %d bytes of bootfs", written)
     return written

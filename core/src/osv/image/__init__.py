@@ -38,6 +38,7 @@ from ._manifest import (
     read_manifest,
 )
 from ._size import parse_size
+from ._times import build_time_ns, decode_time_runs, encode_time_runs, host_time_ns
 
 __all__ = [
     "BOOTFS_NAME_MAX",
@@ -65,7 +66,11 @@ __all__ = [
     "check_tree",
     "Partition",
     "SizeError",
+    "build_time_ns",
     "convert_image",
+    "decode_time_runs",
+    "encode_time_runs",
+    "host_time_ns",
     "manifest_from_paths",
     "parse_size",
     "read_bootfs",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import struct
 import zlib
 from typing import Any
@@ -57,11 +56,10 @@ def _creation_time() -> str:
     # Imported here: only building an image dates it; booting one reads it.
     import datetime
 
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch is not None and epoch.isdigit():
-        moment = datetime.datetime.fromtimestamp(int(epoch), tz=datetime.UTC)
-    else:
-        moment = datetime.datetime.now(tz=datetime.UTC)
+    from ._times import build_time_ns
+
+    seconds = build_time_ns() // 1_000_000_000
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -156,13 +156,16 @@ class RamDir(Vnode):
             if node.is_dir:
                 made += 1 + self.mkdir(name, node.mode).populate_from(node)
             elif node.is_symlink:
-                self.symlink(name, node.readlink())
+                link = self.symlink(name, node.readlink())
+                link.atime, link.mtime = node.atime, node.mtime
                 made += 1
             elif node.is_reg:
                 self.create(name, node.mode).back_by(node)
                 made += 1
             else:
                 logger.info("ramfs: %r left out of the copy (not a regular file)", name)
+        # Last: each name added above moved this directory's times to now.
+        self.atime, self.mtime = lower.atime, lower.mtime
         return made
 
     def mknod(self, name: str, mode: int) -> Vnode:

@@ -395,6 +395,11 @@ class RofsMount(Mount):
         self.stats["blocks_read"] += -(-len(buffer) // ROFS_BLOCK_SIZE)
 
 
+def _time_of(mtimes: list[int] | None, inode_no: int) -> int:
+    """An inode's time from the file system's time table; the epoch without one."""
+    return 0 if mtimes is None else mtimes[inode_no - 1]
+
+
 class RofsVnode(Vnode):
     """A ROFS object: attributes from its inode, every change refused with EROFS."""
 
@@ -407,7 +412,7 @@ class RofsVnode(Vnode):
             inode.mode | PERMISSIONS,
             nlink=nlink,
             size=size,
-            time_ns=0,
+            time_ns=_time_of(mount.metadata.mtimes, inode.inode_no),
         )
         self.inode = inode
 

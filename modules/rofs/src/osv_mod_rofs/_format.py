@@ -28,6 +28,13 @@ logger = logging.getLogger(__name__)
 # the run [data_offset, data_offset + count) of the entry table; "." and ".."
 # are not stored. Inode k of the table is inode number k + 1; number 1 is the
 # root directory. Only the file-type bits of a mode are stored.
+#
+# OSv's format has no times. Ours may append a time table to the tables:
+# the 8 bytes ROFS_TIMES_MAGIC, then one u64 modification time (nanoseconds
+# since the epoch) per inode, in inode order. OSv's reader parses the three
+# tables by their counts and never looks past them, so it mounts such a file
+# system as before; ours dates each object from the table when the magic is
+# there, and at the epoch otherwise.
 ROFS_MAGIC = 0xDEADBEAD
 ROFS_VERSION = 1
 ROFS_BLOCK_SIZE = 512
@@ -38,6 +45,8 @@ SUPERBLOCK = struct.Struct("<8Q")
 INODE = struct.Struct("<IIQQQ")
 DIRECTORY_ENTRY_HEAD = struct.Struct("<QH")
 SYMLINK_HEAD = struct.Struct("<H")
+ROFS_TIMES_MAGIC = b"OSVMTIME"
+ROFS_TIME = struct.Struct("<Q")
 
 S_IFDIR = 0x4000
 S_IFREG = 0x8000
@@ -103,7 +112,9 @@ class RofsMetadata:
 
     ``parents`` maps each directory reachable from the root to the directory
     holding it (the root to itself); ``subdirectories`` counts each
-    directory's children that are directories.
+    directory's children that are directories. ``mtimes`` holds each inode's
+    modification time in nanoseconds (inode k at index k - 1), or is None
+    for a file system written without a time table.
     """
 
     superblock: Superblock
@@ -112,6 +123,7 @@ class RofsMetadata:
     inodes: list[Inode]
     parents: dict[int, int]
     subdirectories: dict[int, int]
+    mtimes: list[int] | None = None
 
     def inode(self, inode_no: int) -> Inode:
         return self.inodes[inode_no - 1]
@@ -140,8 +152,9 @@ def read_metadata(device: BlockDevice) -> RofsMetadata:
     tables = _read(device, first * ROFS_BLOCK_SIZE, count * ROFS_BLOCK_SIZE)
     entries, position = _parse_entries(tables, superblock, name)
     symlinks, position = _parse_symlinks(tables, position, superblock, name)
-    inodes = _parse_inodes(tables, position, superblock, name)
-    metadata = RofsMetadata(superblock, entries, symlinks, inodes, {}, {})
+    inodes, position = _parse_inodes(tables, position, superblock, name)
+    mtimes = _parse_times(tables, position, superblock.inodes_count)
+    metadata = RofsMetadata(superblock, entries, symlinks, inodes, {}, {}, mtimes)
     _check_inodes(metadata, device)
     _check_tree(metadata, name)
     logger.debug(
@@ -268,16 +281,30 @@ def _parse_symlinks(
 
 def _parse_inodes(
     tables: bytes, position: int, superblock: Superblock, name: str
-) -> list[Inode]:
+) -> tuple[list[Inode], int]:
     end = position + superblock.inodes_count * INODE.size
     if end > len(tables):
         raise RofsMountError(f"{name}: the inode table is truncated")
-    return [
+    inodes = [
         Inode(mode, inode_no, data_offset, count)
         for mode, _, inode_no, data_offset, count in INODE.iter_unpack(
             tables[position:end]
         )
     ]
+    return inodes, end
+
+
+def _parse_times(tables: bytes, position: int, inodes_count: int) -> list[int] | None:
+    """The time table after the inodes, or None when there is none.
+
+    Every u64 is a valid time, so a table that is there cannot be wrong, only
+    absent: OSv pads its tables with zeros, which never read as the magic.
+    """
+    start = position + len(ROFS_TIMES_MAGIC)
+    end = start + inodes_count * ROFS_TIME.size
+    if tables[position:start] != ROFS_TIMES_MAGIC or end > len(tables):
+        return None
+    return [mtime for (mtime,) in ROFS_TIME.iter_unpack(tables[start:end])]
 
 
 def _check_inodes(metadata: RofsMetadata, device: BlockDevice) -> None:

@@ -8,12 +8,16 @@ import os
 from collections.abc import Iterable
 from typing import BinaryIO, Protocol
 
+from osv.image import build_time_ns, host_time_ns
+
 from ._errors import RofsMkfsError
 from ._format import (
     DIRECTORY_ENTRY_HEAD,
     INODE,
     ROFS_BLOCK_SIZE,
     ROFS_MAGIC,
+    ROFS_TIME,
+    ROFS_TIMES_MAGIC,
     ROFS_VERSION,
     S_IFDIR,
     S_IFLNK,
@@ -43,6 +47,9 @@ logger = logging.getLogger(__name__)
 #    zero bytes, which is a whole extra block, not counted in the
 #    superblock, when the tables end on a block boundary; we do the same.
 # 5. The superblock is written last, over block 0.
+#
+# With ``times`` (the default), the tables end with the time table described
+# in _format, before the padding; without it the bytes are OSv's exactly.
 #
 # Two things OSv's build does that belong to its build system rather than
 # to the format are not repeated: replacing shared objects by stripped
@@ -92,23 +99,37 @@ class _Symlink:
 _Tree = dict[str, "_Tree | _File | _Symlink"]
 
 
-def write_rofs(entries: Iterable[Entry], output: BinaryIO) -> RofsSummary:
+def write_rofs(
+    entries: Iterable[Entry], output: BinaryIO, *, times: bool = True
+) -> RofsSummary:
     """Write the ROFS holding ``entries`` (in manifest order) to ``output``.
 
     ``output`` is a seekable binary file positioned where the file system
-    starts (its superblock is written last, over the first block). Raises
+    starts (its superblock is written last, over the first block). With
+    ``times``, each object keeps its host object's modification time in a
+    time table; objects with no host object (symlinks, directories made
+    only as parents) get SOURCE_DATE_EPOCH or the current time. Raises
     ``RofsMkfsError`` for an entry that cannot be placed or read.
     """
-    tree = _build_tree(entries)
-    writer = _Writer(output)
+    directory_times: dict[tuple[str, ...], int] = {}
+    tree = _build_tree(entries, directory_times)
+    writer = _Writer(output, directory_times if times else None)
     return writer.write(tree)
 
 
-def _build_tree(entries: Iterable[Entry]) -> _Tree:
+def _build_tree(
+    entries: Iterable[Entry], directory_times: dict[tuple[str, ...], int]
+) -> _Tree:
+    """The tree of ``entries``; the host times of directories named by an
+    entry go into ``directory_times``, keyed by their path components."""
     root: _Tree = {}
     for entry in entries:
         parts = [part for part in entry.guest.split("/") if part]
         if entry.kind == "dir":
+            if entry.host is not None:
+                mtime = host_time_ns(entry.host, -1)
+                if mtime >= 0:
+                    directory_times[tuple(parts)] = mtime
             node = root
             for depth, part in enumerate(parts):
                 child = node.setdefault(part, {})
@@ -155,12 +176,18 @@ def _not_a_directory(entry: Entry, parts: list[str]) -> RofsMkfsError:
 
 
 class _Writer:
-    def __init__(self, output: BinaryIO) -> None:
+    def __init__(
+        self, output: BinaryIO, directory_times: dict[tuple[str, ...], int] | None
+    ) -> None:
         self.output = output
         self.start = output.tell()
         self.block = 0
-        # Inode k is inodes[k - 1]: (mode, data_offset, count).
+        # Inode k is inodes[k - 1]: (mode, data_offset, count), and its time
+        # mtimes[k - 1] when a time table is written.
         self.inodes: list[list[int]] = []
+        self.directory_times = directory_times
+        self.mtimes: list[int] | None = None if directory_times is None else []
+        self.built = build_time_ns()
         self.entries: list[tuple[bytes, int]] = []
         self.symlinks: list[bytes] = []
         self.files = 0
@@ -179,6 +206,9 @@ class _Writer:
             tables += SYMLINK_HEAD.pack(len(target)) + target
         for number, (mode, data_offset, count) in enumerate(self.inodes, 1):
             tables += INODE.pack(mode, 0, number, data_offset, count)
+        if self.mtimes is not None:
+            tables += ROFS_TIMES_MAGIC
+            tables += b"".join(ROFS_TIME.pack(mtime) for mtime in self.mtimes)
         blocks = -(-len(tables) // ROFS_BLOCK_SIZE)
         padding = ROFS_BLOCK_SIZE - len(tables) % ROFS_BLOCK_SIZE
         self.output.write(tables)
@@ -215,26 +245,36 @@ class _Writer:
             image_bytes=end - self.start,
         )
 
-    def _new_inode(self, mode: int) -> int:
+    def _new_inode(self, mode: int, mtime: int | None = None) -> int:
         self.inodes.append([mode, 0, 0])
+        if self.mtimes is not None:
+            self.mtimes.append(self.built if mtime is None else mtime)
         return len(self.inodes)
+
+    def _directory_time(self, path: tuple[str, ...]) -> int | None:
+        if self.directory_times is None:
+            return None
+        return self.directory_times.get(path)
 
     def _write_tree(self, root: _Tree) -> None:
         # The walk is the recursive one described at the top of this module,
         # kept on an explicit stack so that no depth of tree can exhaust
         # Python's recursion limit. A frame is (directory inode, iterator
-        # over its children, the children's (name, inode) pairs so far).
-        stack = [(self._new_inode(S_IFDIR), iter(root.items()), [])]
+        # over its children, the children's (name, inode) pairs so far, its
+        # path components).
+        root_inode = self._new_inode(S_IFDIR, self._directory_time(()))
+        stack = [(root_inode, iter(root.items()), [], ())]
         while stack:
-            directory, children, named = stack[-1]
+            directory, children, named, path = stack[-1]
             for name, value in children:
                 encoded = os.fsencode(name)
                 if len(encoded) > 0xFFFF:
                     raise RofsMkfsError(f"name too long for ROFS: {name[:64]}...")
                 if isinstance(value, dict):
-                    inode = self._new_inode(S_IFDIR)
+                    child_path = (*path, name)
+                    inode = self._new_inode(S_IFDIR, self._directory_time(child_path))
                     named.append((encoded, inode))
-                    stack.append((inode, iter(value.items()), []))
+                    stack.append((inode, iter(value.items()), [], child_path))
                     break
                 if isinstance(value, _Symlink):
                     if len(value.target) > 0xFFFF:
@@ -245,19 +285,23 @@ class _Writer:
                 else:
                     inode = self._new_inode(S_IFREG)
                     first = self.block
-                    size = self._write_file(value)
+                    size, mtime = self._write_file(value)
                     self.inodes[inode - 1][1:] = [first, size]
+                    if self.mtimes is not None:
+                        self.mtimes[inode - 1] = mtime
                 named.append((encoded, inode))
             else:
                 self.inodes[directory - 1][1:] = [len(self.entries), len(named)]
                 self.entries.extend(named)
                 stack.pop()
 
-    def _write_file(self, file: _File) -> int:
-        """Copy a host file's content, zero-padded to a whole block; return its size."""
+    def _write_file(self, file: _File) -> tuple[int, int]:
+        """Copy a host file's content, zero-padded to a whole block; return its
+        size and modification time."""
         size = 0
         try:
             with open(file.host, "rb") as source:
+                mtime = os.fstat(source.fileno()).st_mtime_ns
                 while chunk := source.read(_COPY_CHUNK):
                     self.output.write(chunk)
                     size += len(chunk)
@@ -271,4 +315,4 @@ class _Writer:
         self.block += -(-size // ROFS_BLOCK_SIZE)
         self.files += 1
         self.file_bytes += size
-        return size
+        return size, mtime
