@@ -20,6 +20,7 @@ from osv.image import (
     Partition,
     SizeError,
     parse_size,
+    write_image,
     write_raw_image,
 )
 
@@ -641,3 +642,39 @@ def test_image_package_exports_exactly_its_public_api():
     )
     for name in osv.image.__all__:
         assert getattr(osv.image, name) is not None
+
+
+@pytest.mark.parametrize(
+    ("offset", "size"), [(2 * MiB, MiB), (2 * MiB + 5, 1000), (0, 3 * MiB), (7, 0)]
+)
+def test_a_view_shows_the_bytes_a_read_gives(image_path, offset, size):
+    make_image(image_path, partition=bytes(range(256)) * (MiB // 256))
+
+    with DiskImage.open(image_path) as image:
+        view = image.view(offset, size)
+        assert view.readonly
+        assert bytes(view) == image.read(offset, size)
+        del view
+
+
+def test_a_view_outside_the_image_is_refused(image_path):
+    make_image(image_path)
+
+    with (
+        DiskImage.open(image_path) as image,
+        pytest.raises(ImageError, match="outside"),
+    ):
+        image.view(3 * MiB - 1, 2)
+
+
+def test_a_qcow2_image_gives_a_view_of_the_same_bytes(image_path, tmp_path):
+    partition = bytes(range(256)) * (MiB // 256)
+    make_image(image_path, partition=partition)
+    qcow2 = tmp_path / "usr.qcow2"
+    write_image(
+        qcow2, cmdline="/hello", descriptor=descriptor(), partition=partition,
+        format="qcow2",
+    )  # fmt: skip
+
+    with DiskImage.open(qcow2) as image:
+        assert bytes(image.view(2 * MiB, MiB)) == partition

@@ -401,3 +401,20 @@ def test_file_flags_keep_status_flags_only(vfs):
     assert f.flags == O_RDWR
     f.set_status_flags(O_APPEND | O_WRONLY | O_DIRECTORY)
     assert f.flags == O_RDWR | O_APPEND
+
+
+def test_a_shared_file_is_viewed_without_a_copy_until_it_is_written(vfs):
+    image = memoryview(b"\x7fELF and the rest")
+    node = vfs.resolve("/").create("shared", 0o755)
+    node.share(image)
+
+    view = node.contents_view()
+    assert view is not None and view.obj is image.obj
+    assert bytes(view) == b"\x7fELF and the rest"
+
+    f = vfs.open("/shared", O_RDWR)
+    f.write(b"XXXX")
+    # The file has storage of its own now; the view still shows the image.
+    assert node.contents_view() is None
+    assert bytes(view) == b"\x7fELF and the rest"
+    assert vfs.open("/shared", O_RDWR).read(8) == b"XXXX and"

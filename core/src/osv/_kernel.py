@@ -470,14 +470,19 @@ class Kernel:
         vcpu.setup(entry=entry, stack=rsp, lstar=self.machine.lstar)
         return process
 
-    def _read_program(self, path: str, cwd) -> tuple[str, bytes]:  # noqa: ANN001
-        """The resolved path and the bytes of a program file in the guest VFS."""
+    def _read_program(self, path: str, cwd) -> tuple[str, bytes | memoryview]:  # noqa: ANN001
+        """The resolved path and the bytes of a program file in the guest VFS.
+
+        A file already in memory (unpacked from the image) is not copied.
+        """
         from osv.vfs import FsError
 
         try:
             program_file = self.vfs.open(path, os.O_RDONLY, 0, cwd)
             try:
-                data = program_file.pread(program_file.fstat().st_size, 0)
+                data = program_file.vnode.contents_view()
+                if data is None:
+                    data = program_file.pread(program_file.fstat().st_size, 0)
                 return self.vfs.realpath(program_file.vnode), data
             finally:
                 program_file.close()

@@ -133,6 +133,10 @@ class RawDisk(BlockDevice):
     def close(self) -> None:
         self._file.close()
 
+    def fileno(self) -> int:
+        """The host file descriptor of the image file."""
+        return self._fd
+
     def flush(self) -> None:
         if not self.readonly:
             os.fsync(self._fd)

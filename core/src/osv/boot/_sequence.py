@@ -161,7 +161,7 @@ def _boot_image(
     bootfs = b""
     root = devices.get(f"{image.device.name}.1")
     if descriptor.fs_type == "ramfs" and root is not None and root.size:
-        bootfs = image.read(root.start, root.size)
+        bootfs = image.view(root.start, root.size)
 
     for option in reversed(config.extra_options):
         cmdline = f"{option} {cmdline}"

@@ -81,7 +81,7 @@ class ElfProgram:
     """What the loader needs from an ELF file: its ELF and program headers."""
 
     path: str
-    data: bytes
+    data: bytes | memoryview
     e_type: str
     e_entry: int
     e_phoff: int
@@ -159,9 +159,9 @@ class LoadedProgram:
         return None
 
 
-def parse_elf(path: str, data: bytes) -> ElfProgram:
-    """Read the headers of an x86-64 ELF executable."""
-    if len(data) < ELF64_EHDR.size or not data.startswith(ELF_MAGIC):
+def parse_elf(path: str, data: bytes | memoryview) -> ElfProgram:
+    """Read the headers of an x86-64 ELF executable (the whole file in ``data``)."""
+    if len(data) < ELF64_EHDR.size or bytes(data[: len(ELF_MAGIC)]) != ELF_MAGIC:
         raise ElfError(f"{path}: not a valid ELF file (no ELF header)")
     (
         e_ident,
@@ -225,9 +225,11 @@ def parse_elf(path: str, data: bytes) -> ElfProgram:
     )
 
 
-def _interpreter_name(path: str, data: bytes, p_offset: int, p_filesz: int) -> str:
+def _interpreter_name(
+    path: str, data: bytes | memoryview, p_offset: int, p_filesz: int
+) -> str:
     """The PT_INTERP path: NUL-terminated UTF-8 within the segment's file bytes."""
-    name, nul, _ = data[p_offset : p_offset + p_filesz].partition(b"\0")
+    name, nul, _ = bytes(data[p_offset : p_offset + p_filesz]).partition(b"\0")
     if not nul:
         raise ElfError(f"{path}: not a valid ELF file (PT_INTERP is not terminated)")
     try:

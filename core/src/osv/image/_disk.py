@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 import shlex
 import stat
@@ -200,6 +201,7 @@ class DiskImage:
         self.format = device.format
         self._writable = writable
         self.descriptor: ImageDescriptor
+        self._mappings: list[mmap.mmap] = []
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, writable: bool = False) -> DiskImage:
@@ -231,6 +233,14 @@ class DiskImage:
         return image
 
     def close(self) -> None:
+        for mapping in self._mappings:
+            try:
+                mapping.close()
+            except BufferError:
+                # A view of it is still alive somewhere; the mapping goes
+                # when that view does.
+                logger.debug("%s: a mapped view outlives the image", self.path)
+        self._mappings.clear()
         self.device.close()
 
     def __enter__(self) -> Self:
@@ -257,6 +267,43 @@ class DiskImage:
             raise ImageError(
                 f"{self.path}: {_without_path(error, self.path)}"
             ) from None
+
+    def view(self, offset: int, size: int) -> memoryview:
+        """*size* bytes from *offset*, read-only, for as long as the image is open.
+
+        A raw image is mapped from the host's page cache rather than read:
+        the bytes cost nothing until used, and a large ramfs tree needs no
+        copy at boot. Other formats are read. The caller keeps the image
+        open while it uses the view.
+        """
+        # Rationale: a private read-only mapping of the file shows later
+        # changes to pages not yet touched, so the file must not change while
+        # the VM runs. Our own tools never change an image in place except
+        # its command line (below the partitions): `osv build` and
+        # conversions write a new file and rename it over the old one, which
+        # leaves the mapped file as it was.
+        fileno = getattr(self.device, "fileno", None)
+        if self.format != "raw" or fileno is None or size == 0:
+            return memoryview(self.read(offset, size))
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise ImageError(
+                f"{self.path}: view of {size} bytes at {offset} is outside the "
+                f"image ({self.size} bytes)"
+            )
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        try:
+            mapping = mmap.mmap(
+                fileno(),
+                offset + size - start,
+                flags=mmap.MAP_PRIVATE,
+                prot=mmap.PROT_READ,
+                offset=start,
+            )
+        except (OSError, ValueError) as error:
+            logger.debug("%s: not mapped (%s); reading instead", self.path, error)
+            return memoryview(self.read(offset, size))
+        self._mappings.append(mapping)
+        return memoryview(mapping)[offset - start :]
 
     @property
     def cmdline(self) -> str:

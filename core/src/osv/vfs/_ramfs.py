@@ -414,6 +414,13 @@ class RamFile(Vnode):
             return self.lower.mapped_frames(offset, length)
         return None
 
+    def contents_view(self) -> memoryview | None:
+        # Shared bytes are replaced, never changed, when the file is written.
+        data = self.data
+        if type(data) is memoryview and self.lower is None and self.chunks is None:
+            return data[: self.size]
+        return None
+
     def share(self, content: memoryview) -> None:
         """Make ``content`` the file's data without copying it (copied on write).
 

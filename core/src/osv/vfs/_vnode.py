@@ -212,6 +212,17 @@ class Vnode:
         buf[:n] = data
         return n
 
+    def contents_view(self) -> memoryview | None:
+        """The whole file as a read-only view of memory it already sits in, or None.
+
+        For a file system that holds a file's bytes in host memory that never
+        changes (ramfs files unpacked from the image), the kernel reads a
+        program through this view instead of copying the file first. A later
+        write to the file must leave the view's bytes as they were (the file
+        gets new storage). The default, None, makes the caller read.
+        """
+        return None
+
     def mapped_frames(self, offset: int, length: int) -> list[tuple[int, int]] | None:
         """Guest frames that hold the file from ``offset``, for mmap; None to copy.
 
