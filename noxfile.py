@@ -98,6 +98,9 @@ def bench(session: nox.Session) -> None:
     if not script.exists():
         session.skip("there are no benchmarks yet: bench/run.py does not exist")
     _install(session, [CORE, *MODULES])
+    # In-process runs, whatever `osv serve` the machine has listening; the
+    # one figure taken with a server starts its own.
+    session.env["OSV_NO_SERVER"] = "1"
     session.run("python", str(script), *session.posargs)
     session.run("python", str(ROOT / "bench" / "rofs.py"), *session.posargs)
     session.run("python", str(ROOT / "bench" / "dynamic.py"), *session.posargs)

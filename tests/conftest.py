@@ -11,6 +11,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Every `osv run` of the tests runs in-process, whatever `osv serve` the
+# machine has listening.
+os.environ["OSV_NO_SERVER"] = "1"
+
 # What a build leaves in a package directory; none of it belongs in a copy
 # that is meant to show the package builds from its own sources alone.
 _BUILD_OUTPUT = shutil.ignore_patterns(

@@ -1,5 +1,6 @@
 """Fixtures for the core's tests: plugin managers and installed fixture modules."""
 
+import os
 import sys
 import textwrap
 from collections.abc import Callable
@@ -17,6 +18,10 @@ settings.register_profile(
     "osv", deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("osv")
+
+# Every `osv run` of the tests runs in-process, whatever `osv serve` the
+# machine has listening; the server's own tests start theirs.
+os.environ["OSV_NO_SERVER"] = "1"
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Run the ``osv`` command line as ``python -m osv``."""
 
-from osv.cli import main
+from osv._entry import main
 
 raise SystemExit(main())

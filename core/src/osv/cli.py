@@ -43,6 +43,10 @@ COMMANDS: dict[str, Command] = {
         "osv._cmd_manifest",
         "print the manifest lines for host programs (with their libraries) and trees",
     ),
+    "serve": Command(
+        "osv._cmd_serve",
+        "keep a warm process that runs `osv run` for clients, starting them faster",
+    ),
     "modules": Command(
         "osv._cmd_modules",
         "list the installed modules, their versions and the hooks they implement",

@@ -1,0 +1,240 @@
+"""``osv serve``: runs handed to a warm server behave exactly as in-process runs."""
+
+from __future__ import annotations
+
+import _socket
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from guest import osv
+
+from osv._server import MAGIC, run_via_server
+
+BUSYBOX = shutil.which("busybox")
+
+pytestmark = [
+    pytest.mark.skipif(
+        not os.path.exists("/dev/kvm"), reason="these tests boot VMs and need /dev/kvm"
+    ),
+    pytest.mark.skipif(BUSYBOX is None, reason="needs a static busybox"),
+]
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("served") / "busybox.img"
+    built = osv("build", "--fs", "ramfs", "-o", str(path), "--from-host", BUSYBOX,
+                "--cmdline", f"{BUSYBOX} echo hello")  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    return path
+
+
+class Server:
+    """An ``osv -v serve`` process on its own socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.log = path.with_suffix(".log")
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "osv", "-v", "serve", "--socket", str(path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + 60
+        while "serving osv run on" not in self.log.read_text():
+            assert self.process.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+
+    def runs(self) -> int:
+        return self.log.read_text().count("runs osv run for client")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    # A short directory: Unix socket paths are limited to 107 bytes.
+    directory = Path(f"/tmp/osv-test-{os.getpid()}-{time.monotonic_ns()}")
+    directory.mkdir(mode=0o700)
+    served = Server(directory / "osv.sock")
+    try:
+        yield served
+    finally:
+        if served.process.poll() is None:
+            served.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def served_env(server: Server, **extra: str) -> dict[str, str]:
+    """The environment of a client that uses ``server``."""
+    env = dict(os.environ, OSV_SOCKET=str(server.path), **extra)
+    env.pop("OSV_NO_SERVER", None)
+    return env
+
+
+def client(server: Server, *args: str, served: bool = True, **kwargs):  # noqa: ANN003, ANN201
+    env = served_env(server)
+    if not served:
+        env["OSV_NO_SERVER"] = "1"
+    if "input" not in kwargs:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "osv", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(
+    "cmdline",
+    [
+        None,
+        f"{BUSYBOX} sh -c 'echo out; echo err >&2; exit 3'",
+        "/no/such/program",
+        "--no-such-option /bin/true",
+    ],
+)
+def test_a_served_run_gives_the_output_and_status_of_an_in_process_run(
+    server, image, cmdline
+):
+    args = ["run", str(image)] + ([] if cmdline is None else ["-e", cmdline])
+
+    served = client(server, *args)
+    local = client(server, *args, served=False)
+
+    assert server.runs() == 1
+    assert served.returncode == local.returncode
+    assert served.stderr == local.stderr
+    strip = [line for line in served.stdout.splitlines() if "Booted up" not in line]
+    assert strip == [
+        line for line in local.stdout.splitlines() if "Booted up" not in line
+    ]
+
+
+def test_standard_input_and_the_working_directory_are_the_clients(server, image):
+    result = client(
+        server, "run", image.name, "-e", f"{BUSYBOX} tr a-z A-Z",
+        input="piped through\n", cwd=image.parent,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("PIPED THROUGH\n")
+    assert server.runs() == 1
+
+
+def test_the_clients_environment_reaches_the_run(server, image):
+    env = served_env(server, OSV_DISABLE_VDSO="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "osv", "-v", "run", str(image)],
+        capture_output=True, text=True, timeout=120, env=env,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert server.runs() == 1
+    assert "no vDSO: switched off (OSV_DISABLE_VDSO=1)" in result.stderr
+
+
+def sleeping_client(server: Server, image: Path) -> subprocess.Popen:
+    """A served ``osv run`` whose program sleeps, once the program has started."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "osv", "run", str(image), "-e", f"{BUSYBOX} sleep 60"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=served_env(server),
+    )  # fmt: skip
+    while not process.stdout.readline().startswith("Cmdline:"):
+        assert process.poll() is None
+    return process
+
+
+@pytest.mark.parametrize(
+    ("signum", "status"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, -signal.SIGTERM)],
+)
+def test_signals_to_the_client_end_the_run_as_in_process(server, image, signum, status):
+    with sleeping_client(server, image) as process:
+        process.send_signal(signum)
+
+        assert process.wait(timeout=30) == status
+    assert server.runs() == 1
+
+
+def test_a_client_killed_outright_takes_its_run_with_it(server, image):
+    with sleeping_client(server, image) as process:
+        child = int(server.log.read_text().split("process ")[-1].split()[0])
+        process.kill()
+        process.wait(timeout=30)
+
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child}").exists():
+        assert time.monotonic() < deadline, "the served run outlived its client"
+        time.sleep(0.05)
+
+
+def test_without_a_listening_server_the_run_happens_in_process(tmp_path, image):
+    stale = tmp_path / "osv.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(stale))
+    listener.close()  # the socket file stays, with no one behind it
+
+    result = subprocess.run(
+        [sys.executable, "-m", "osv", "run", str(image)],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if k != "OSV_NO_SERVER"}
+        | {"OSV_SOCKET": str(stale)},
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("hello\n")
+
+
+def test_a_server_of_another_version_is_not_used(server, image, monkeypatch):
+    monkeypatch.setenv("OSV_SOCKET", str(server.path))
+    monkeypatch.delenv("OSV_NO_SERVER")
+    assert run_via_server(["run", str(image)], "0.0-another-version") is None
+
+    connection = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    connection.connect(str(server.path))
+    fields = [MAGIC, b"0.0-another-version", b"/", b"", b"0"]
+    body = b"".join(struct.pack("<I", len(f)) + f for f in fields)
+    connection.sendmsg(
+        [struct.pack("<I", len(body)) + body],
+        [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("3i", 0, 1, 2))],
+    )
+    assert connection.recv(1) == b"R"
+    connection.close()
+    assert server.runs() == 0
+
+
+def test_a_second_server_on_a_live_socket_is_refused(server):
+    second = subprocess.run(
+        [sys.executable, "-m", "osv", "serve", "--socket", str(server.path)],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"osv: error: another osv server is already serving on {server.path}"
+    )
+    assert server.process.poll() is None
+
+
+def test_stopping_the_server_removes_its_socket(server):
+    assert server.stop() == 0
+    assert not server.path.exists()
