@@ -258,6 +258,34 @@ def test_a_private_mapping_made_writable_stops_borrowing(phys, vfs):
     assert space.read(private, 4) == b"mine"
 
 
+def test_a_large_image_file_lends_its_frames_to_private_read_only_maps(phys, vfs):
+    image = bytes(range(256)) * (CHUNK_SIZE // 256) + b"tail"
+    small = b"small" * 100
+    root = vfs.resolve("/")
+    big_node, small_node = root.create("big", 0o755), root.create("small", 0o755)
+    big_node.share(memoryview(image))
+    small_node.share(memoryview(small))
+
+    # A small file is copied per mapping, as before.
+    assert small_node.lend_frames(0, PAGE_SIZE, False) is None
+    # A large one moves into frames once; every mapping gets the same ones.
+    first = big_node.lend_frames(0, 2 * PAGE_SIZE, False)
+    again = big_node.lend_frames(0, 2 * PAGE_SIZE, False)
+    assert first == again
+    space = AddressSpace(phys)
+    space.map_borrowed(VA, first, PROT_READ, MAP_PRIVATE, lender=big_node)
+    assert space.read(VA, 2 * PAGE_SIZE) == image[: 2 * PAGE_SIZE]
+    tail = big_node.lend_frames(CHUNK_SIZE, PAGE_SIZE, False)
+    space.map_borrowed(VA + CHUNK_SIZE, tail, PROT_READ, MAP_PRIVATE, lender=big_node)
+    assert space.read(VA + CHUNK_SIZE, 8) == b"tail\0\0\0\0"
+
+    # Written through the mapping, the page becomes the mapping's own.
+    space.protect(VA, PAGE_SIZE, PROT_READ | PROT_WRITE)
+    space.write(VA, b"mine")
+    assert big_node.read(0, 4) == image[:4]
+    assert space.read(VA + PAGE_SIZE, 4) == image[PAGE_SIZE : PAGE_SIZE + 4]
+
+
 # ---- programs, natively and in the VM ------------------------------------------
 
 # `shm TEST DIRECTORY` makes its files in DIRECTORY and prints what the

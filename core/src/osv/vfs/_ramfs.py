@@ -553,24 +553,46 @@ class RamFile(Vnode):
     ) -> list[tuple[int, int]] | None:
         """Frames for a mapping of the file, which tracks them as their lender.
 
-        A shared mapping first moves the file's bytes into guest frames;
-        a private one gets them only when the file is there already, and
-        None otherwise (the kernel copies the file then). Answers runs of
-        (frame address, page count) covering [offset, offset + length),
-        both page-aligned and within the file; None without the kernel's
-        memory. ENOMEM when guest memory or the mount's capacity runs out.
+        A shared mapping first moves the file's bytes into guest frames. A
+        private one gets them when the file is there already, or when it is
+        a large file unpacked from the image (see below); None otherwise,
+        and the kernel copies the file then. Answers runs of (frame address,
+        page count) covering [offset, offset + length), both page-aligned
+        and within the file; None without the kernel's memory. ENOMEM when
+        guest memory or the mount's capacity runs out for a shared mapping.
         """
         if self.chunks is None:
-            if not shared or self.mount.frames is None:
+            if self.mount.frames is None:
+                return None
+            if not shared and not self._worth_frames():
                 return None
             try:
                 self._move_to_frames()
             except FsError as error:
+                if not shared:
+                    return None  # the kernel copies the file instead
                 raise FsError(errno.ENOMEM, error.message) from None
         try:
             return self.lender_runs(offset, length)
         except OutOfMemoryError as error:
             raise FsError(errno.ENOMEM, str(error)) from None
+
+    def _worth_frames(self) -> bool:
+        """Whether private read-only mappings should share this file's frames.
+
+        A dynamic linker maps each library twice (its whole span, then each
+        segment over it), so a copy per mapping copies a library's text
+        twice, into frames no other program shares. A file unpacked from
+        the image never changes, so its bytes are moved into frames once
+        and lent to every such mapping. Each file then takes whole 2 MiB
+        chunks, which the host backs whole on first touch, so only files of
+        at least half a chunk are moved; smaller ones are copied as before.
+        """
+        return (
+            type(self.data) is memoryview
+            and self.lower is None
+            and self.size >= CHUNK_SIZE // 2
+        )
 
     def lender_runs(self, offset: int, length: int) -> list[tuple[int, int]]:
         """Runs of the frames that hold [offset, offset + length) (see FrameLender).
