@@ -279,11 +279,45 @@ def test_time_runs_round_trip(times):
 
 @pytest.mark.parametrize(
     "runs",
-    [{"a": 1}, [[1]], [[1, 0]], [[-1, 2]], [[1, 2.5]], [[1, True]], [[1, 4]], [[1, 1]]],
+    [
+        {"a": 1},
+        [[1]],
+        [[1, 0]],
+        [[-(1 << 63) - 1, 2]],
+        [[1, 2.5]],
+        [[1, True]],
+        [[1, 4]],
+        [[1, 1]],
+    ],
 )
 def test_a_malformed_time_table_is_an_image_error(runs):
     with pytest.raises(ImageError, match="bootfs_mtimes"):
         decode_time_runs(runs, 3, "bootfs_mtimes")
+
+
+def test_times_before_1970_are_kept():
+    assert (
+        decode_time_runs([[-86_400_000_000_000, 2]], 2, "t")
+        == [-86_400_000_000_000] * 2
+    )
+
+
+def test_directories_made_only_as_parents_are_dated_as_the_root(hello):
+    from osv.boot._unpack import unpack_bootfs
+    from osv.vfs import RamFs, Vfs
+
+    entries = [
+        ManifestEntry("/", "dir", None, None, "test"),
+        ManifestEntry("/a/b/file", "file", hello, None, "test"),
+    ]
+    blob = pack(entries)
+    vfs = Vfs()
+    vfs.mount(RamFs(), "none", "/")
+    unpack_bootfs(vfs, memoryview(blob), read_bootfs(blob), [5, 9])
+
+    assert vfs.stat("/").st_mtime_ns == 5
+    assert vfs.stat("/a").st_mtime_ns == vfs.stat("/a/b").st_mtime_ns == 5
+    assert vfs.stat("/a/b/file").st_mtime_ns == 9
 
 
 def test_unpacked_objects_get_their_times_and_directories_keep_theirs(hello):

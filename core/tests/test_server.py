@@ -19,6 +19,8 @@ from guest import osv
 from osv._server import MAGIC, run_via_server
 
 BUSYBOX = shutil.which("busybox")
+# An interpreter every user may run (ours may live in root's home).
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 pytestmark = [
     pytest.mark.skipif(
@@ -91,11 +93,11 @@ def client(server: Server, *args: str, served: bool = True, **kwargs):  # noqa: 
         env["OSV_NO_SERVER"] = "1"
     if "input" not in kwargs:
         kwargs.setdefault("stdin", subprocess.DEVNULL)
+    kwargs.setdefault("timeout", 120)
     return subprocess.run(
         [sys.executable, "-m", "osv", *args],
         capture_output=True,
         text=True,
-        timeout=120,
         env=env,
         **kwargs,
     )
@@ -233,6 +235,144 @@ def test_a_second_server_on_a_live_socket_is_refused(server):
         f"osv: error: another osv server is already serving on {server.path}"
     )
     assert server.process.poll() is None
+
+
+@pytest.mark.parametrize(
+    "args", [["run", "--help"], ["run", "--bogus", "x.img"], ["run"]]
+)
+def test_usage_errors_and_help_are_the_in_process_ones(server, args):
+    served = client(server, *args)
+    local = client(server, *args, served=False)
+
+    assert (served.returncode, served.stdout, served.stderr) == (
+        local.returncode, local.stdout, local.stderr,
+    )  # fmt: skip
+    assert served.returncode in (0, 2)
+    assert server.runs() == 1
+
+
+@pytest.mark.parametrize("served", [True, False])
+def test_a_closed_standard_input_reads_as_empty(server, image, served):
+    env = served_env(server) if served else dict(os.environ)
+    result = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", sys.executable, "-m", "osv", "run",
+         str(image), "-e", f"{BUSYBOX} wc -c"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("\n0\n")
+    assert server.runs() == (1 if served else 0)
+
+
+def test_each_run_has_a_session_of_its_own(server, image):
+    with sleeping_client(server, image) as process:
+        child = int(server.log.read_text().split("process ")[-1].split()[0])
+        session = int(
+            Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[3]
+        )
+        process.terminate()
+        process.wait(timeout=30)
+
+    # Its own session: the client's terminal is not its controlling terminal,
+    # so reading it never stops the run (SIGTTIN), wherever the server runs.
+    assert session == child
+
+
+def test_ctrl_z_stops_the_run_with_its_client_and_fg_resumes_both(server, image):
+    def state(pid: int) -> str:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+    def wait_for(pid: int, wanted: set[str]) -> None:
+        deadline = time.monotonic() + 30
+        while state(pid) not in wanted:
+            assert time.monotonic() < deadline, f"{pid} stays {state(pid)}"
+            time.sleep(0.02)
+
+    with sleeping_client(server, image) as process:
+        child = int(server.log.read_text().split("process ")[-1].split()[0])
+        process.send_signal(signal.SIGTSTP)
+        wait_for(process.pid, {"T"})
+        wait_for(child, {"T"})
+        process.send_signal(signal.SIGCONT)
+        wait_for(process.pid, {"S", "R"})
+        wait_for(child, {"S", "R"})
+        process.terminate()
+        assert process.wait(timeout=30) == -signal.SIGTERM
+
+
+def test_a_client_that_sends_nothing_holds_up_no_other(server, image):
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.connect(str(server.path))
+    try:
+        # The server waits up to 10 s for a request; others go on meanwhile.
+        result = client(server, "run", str(image), timeout=8)
+    finally:
+        silent.close()
+
+    assert result.returncode == 0, result.stderr
+    assert server.runs() == 1
+
+
+def test_a_file_in_the_way_of_the_socket_is_left_alone(tmp_path):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "osv", "serve", "--socket", str(precious)],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"osv: error: {precious} exists and is not a socket"
+    )
+    assert precious.read_text() == "keep me\n"
+
+
+@pytest.mark.skipif(
+    os.getuid() != 0 or not os.path.exists(SYSTEM_PYTHON),
+    reason="needs root (to act as another user) and the system's python3",
+)
+def test_a_socket_of_another_user_gets_nothing(tmp_path, image):
+    directory = Path(f"/tmp/osv-test-other-{os.getpid()}")
+    directory.mkdir(mode=0o777, exist_ok=True)
+    directory.chmod(0o777)
+    path, received = directory / "osv.sock", directory / "received"
+    script = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen()\n"
+        "print('ready', flush=True)\n"
+        "c, _ = s.accept(); c.settimeout(5)\n"
+        "data = b''\n"
+        "try:\n"
+        "    data = c.recv(65536)\n"
+        "except OSError:\n"
+        "    pass\n"
+        "open(sys.argv[2], 'w').write(str(len(data)))\n"
+    )
+    impostor = subprocess.Popen(
+        ["runuser", "-u", "nobody", "--", SYSTEM_PYTHON, "-c", script, str(path),
+         str(received)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert impostor.stdout.readline() == "ready\n"
+        env = {k: v for k, v in os.environ.items() if k != "OSV_NO_SERVER"}
+        result = subprocess.run(
+            [sys.executable, "-m", "osv", "run", str(image)],
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+            env=env | {"OSV_SOCKET": str(path)},
+        )  # fmt: skip
+        impostor.wait(timeout=30)
+    finally:
+        impostor.kill()
+        impostor.stdout.close()
+    try:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.endswith("hello\n")
+        assert received.read_text() == "0"
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_stopping_the_server_removes_its_socket(server):

@@ -21,7 +21,9 @@ DEFAULT_FORMAT = "qcow2"
 # (/dev, /proc and /tmp are also where the boot mounts devfs, procfs and, on
 # a read-only root, a ramfs), and /etc/mnttab, which OSv keeps as a link to
 # the mount table.
-SKELETON_DIRECTORIES = ("/dev", "/proc", "/tmp", "/etc")
+# "/" first: its record dates the root and the directories made only as
+# parents (the build time), as ROFS dates them.
+SKELETON_DIRECTORIES = ("/", "/dev", "/proc", "/tmp", "/etc")
 SKELETON_LINKS = (("/etc/mnttab", "/proc/mounts"),)
 
 

@@ -70,6 +70,10 @@ FORWARDED_SIGNALS = (
 )
 
 
+# Job-control stops the client applies to itself and to the run.
+STOP_SIGNALS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+
+
 class ServerError(Exception):
     """``osv serve`` cannot start or go on (socket in use, bad directory)."""
 
@@ -113,9 +117,22 @@ def run_via_server(argv: list[str], version: str) -> int | None:
             connection.connect(path)
         except OSError:
             return None
+        # Only a server of our own user gets our streams and environment:
+        # anyone may create a socket where we look for one.
+        if _peer(connection)[1] != os.getuid():
+            return None
         return _converse(connection, argv, version)
     finally:
         connection.close()
+
+
+def _peer(connection) -> tuple[int, int]:  # noqa: ANN001 - a socket of either module
+    """The process id and user id at the other end of a Unix socket."""
+    credentials = connection.getsockopt(
+        _socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i")
+    )
+    pid, uid, _ = struct.unpack("3i", credentials)
+    return pid, uid
 
 
 def _converse(connection: _socket.socket, argv: list[str], version: str) -> int | None:
@@ -166,9 +183,25 @@ def _converse(connection: _socket.socket, argv: list[str], version: str) -> int 
         except ProcessLookupError:
             pass
 
+    def stop(signum: int, _frame: object) -> None:
+        # Ctrl-Z: the run stops with its client, as one process would.
+        try:
+            os.kill(child, signal.SIGSTOP)
+        except ProcessLookupError:
+            pass
+        os.kill(os.getpid(), signal.SIGSTOP)
+        # Continued (fg, bg, SIGCONT): the run goes on too.
+        try:
+            os.kill(child, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
     for signum in FORWARDED_SIGNALS:
         if signum not in ignored:
             signal.signal(signum, forward)
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            signal.signal(signum, stop)
     kind = reader.exactly(1)
     if kind == b"S":
         return _I32.unpack(reader.exactly(4))[0]
@@ -207,7 +240,7 @@ class _Reader:
 
 
 def serve(path: str, version: str, ready=None) -> None:  # noqa: ANN001
-    """Listen on ``path`` until SIGTERM or SIGINT; fork a child per command.
+    """Listen on ``path`` until SIGTERM, SIGINT or SIGHUP; fork a child per client.
 
     ``ready``, when given, is called once the socket accepts connections.
     """
@@ -222,9 +255,10 @@ def serve(path: str, version: str, ready=None) -> None:  # noqa: ANN001
         stop.append(signum)
         listener.close()
 
+    # SIGHUP too: the terminal that started `osv serve &` went away.
     previous = {
         signum: signal.signal(signum, request_stop)
-        for signum in (signal.SIGTERM, signal.SIGINT)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     }
     # Children are reaped by the kernel: their statuses reach the clients
     # through the socket, not through wait().
@@ -239,8 +273,11 @@ def serve(path: str, version: str, ready=None) -> None:  # noqa: ANN001
                 if stop:
                     break
                 raise
+            # The request is read in the child: a client that connects and
+            # sends nothing holds up only its own child, never the server.
             try:
-                _fork_child(connection, listener, version, logger)
+                if os.fork() == 0:
+                    _serve_one(connection, listener, version, logger)
             finally:
                 connection.close()
     finally:
@@ -263,23 +300,33 @@ def _prepare_directory(path: str) -> None:
     except FileExistsError:
         pass
     except OSError as error:
-        raise ServerError(f"cannot make {directory}: {error.strerror}") from None
+        raise ServerError(f"cannot make {directory}: {_reason(error)}") from None
     info = os.stat(directory)
     if info.st_uid != os.getuid():
         raise ServerError(f"{directory} belongs to another user")
+    if info.st_mode & 0o022:
+        raise ServerError(f"{directory} can be written by other users")
 
 
 def _bind(path: str):  # noqa: ANN202 - a socket.socket
     """A listening socket at ``path``, replacing a stale one, never a live one."""
     import socket
+    import stat
 
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise ServerError(f"{path} exists and is not a socket")
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        raise ServerError(f"cannot use {path}: {_reason(error)}") from None
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)
     except (FileNotFoundError, ConnectionRefusedError):
         pass
     except OSError as error:
-        raise ServerError(f"cannot use {path}: {error.strerror}") from None
+        raise ServerError(f"cannot use {path}: {_reason(error)}") from None
     else:
         raise ServerError(f"another osv server is already serving on {path}")
     finally:
@@ -298,41 +345,46 @@ def _bind(path: str):  # noqa: ANN202 - a socket.socket
         listener.listen(16)
     except OSError as error:
         listener.close()
-        raise ServerError(f"cannot listen on {path}: {error.strerror}") from None
+        raise ServerError(f"cannot listen on {path}: {_reason(error)}") from None
     return listener
 
 
-def _fork_child(connection, listener, version: str, logger) -> None:  # noqa: ANN001
-    """Take one request; a child runs it while the server goes back to accept."""
-    credentials = connection.getsockopt(
-        _socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i")
-    )
-    client, uid, _ = struct.unpack("3i", credentials)
-    if uid != os.getuid():
-        _refuse(connection, "the server serves only its own user")
-        return
-    connection.settimeout(10)
+def _reason(error: OSError) -> str:
+    """An OSError's message without its errno and path (some have no strerror)."""
+    return error.strerror or str(error)
+
+
+def _serve_one(connection, listener, version: str, logger) -> None:  # noqa: ANN001
+    """In a child forked for one client: check its request, then run it."""
     try:
-        fields, descriptors = _receive_request(connection)
-    except (OSError, ValueError) as error:
-        _refuse(connection, f"bad request: {error}")
-        return
-    try:
+        listener.close()
+        # A session of its own: the client's terminal is then not this
+        # process's controlling terminal, so reading it never stops the run
+        # with SIGTTIN (the server may sit in a background job of that very
+        # terminal), and a Ctrl-C meant for the server does not reach it.
+        os.setsid()
+        client, uid = _peer(connection)
+        if uid != os.getuid():
+            _refuse(connection, "the server serves only its own user")
+            os._exit(0)
+        connection.settimeout(10)
+        try:
+            fields, descriptors = _receive_request(connection)
+        except (OSError, ValueError) as error:
+            _refuse(connection, f"bad request: {error}")
+            os._exit(0)
         if len(descriptors) != 3 or fields[0] != MAGIC:
             _refuse(connection, "bad request")
-            return
+            os._exit(0)
         if fields[1].decode(errors="replace") != version:
             logger.info("client %d of another version turned away", client)
             _refuse(connection, f"the server runs osv-core {version}")
-            return
+            os._exit(0)
         connection.settimeout(None)
-        pid = os.fork()
-        if pid == 0:
-            _child(connection, listener, fields, descriptors)
-        logger.info("process %d runs osv run for client %d", pid, client)
-    finally:
-        for descriptor in descriptors:
-            os.close(descriptor)
+        logger.info("process %d runs osv run for client %d", os.getpid(), client)
+    except BaseException:  # noqa: BLE001 - a child never returns to accept()
+        os._exit(1)
+    _child(connection, fields, descriptors)
 
 
 def _receive_request(connection) -> tuple[list[bytes], list[int]]:  # noqa: ANN001
@@ -379,11 +431,10 @@ def _refuse(connection, reason: str) -> None:  # noqa: ANN001
         pass
 
 
-def _child(connection, listener, fields, descriptors) -> None:  # noqa: ANN001
+def _child(connection, fields, descriptors) -> None:  # noqa: ANN001
     """In the forked child: become the client's ``osv`` process and run."""
     status = 1
     try:
-        listener.close()
         # The dispositions of a fresh `osv` process started by the client,
         # whatever the server itself inherited or set.
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -427,7 +478,12 @@ def _child(connection, listener, fields, descriptors) -> None:  # noqa: ANN001
 
         from osv.cli import main
 
-        status = main(argv)
+        try:
+            status = main(argv)
+        except SystemExit as exit_:
+            # As the interpreter ends on SystemExit: argparse's usage errors
+            # (2) and --help (0) among them.
+            status = _exit_status(exit_.code)
         sys.stdout.flush()
         sys.stderr.flush()
     except KeyboardInterrupt:
@@ -446,6 +502,16 @@ def _child(connection, listener, fields, descriptors) -> None:  # noqa: ANN001
         # Straight out: the server's interpreter state (its atexit handlers,
         # its half of every object) is not this process's to finalize.
         os._exit(0)
+
+
+def _exit_status(code: object) -> int:
+    """The status the interpreter would exit with for ``SystemExit(code)``."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    sys.stderr.write(f"{code}\n")
+    return 1
 
 
 def _end_with_the_client(connection) -> None:  # noqa: ANN001

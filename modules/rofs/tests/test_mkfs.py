@@ -281,3 +281,12 @@ def test_the_time_table_follows_osvs_tables_and_dates_every_inode(
         1_234_567_890_000_000_000,
     ]
     assert read_metadata(MemoryDisk(plain.getvalue())).mtimes is None
+
+
+def test_times_before_1970_are_kept(tmp_path):
+    (tmp_path / "old").write_bytes(b"old")
+    os.utime(tmp_path / "old", ns=(1, -86_400_000_000_007))
+    out = io.BytesIO()
+    write_rofs([ManifestEntry("/old", "file", str(tmp_path / "old"), None, "t")], out)
+
+    assert read_metadata(MemoryDisk(out.getvalue())).mtimes[1] == -86_400_000_000_007

@@ -31,6 +31,10 @@ def unpack_bootfs(vfs, blob: bytes | memoryview, records, times=None) -> int:  #
     # their parent vnode.
     directories = {"": vfs.root}
     written = 0
+    # Directories made only as parents of a record; with times, they are
+    # dated as the root record is (the image's build time), as ROFS does.
+    made = []
+    root_time = None
 
     def directory(path: str):  # noqa: ANN202 - a directory Vnode
         found = directories.get(path)
@@ -42,6 +46,7 @@ def unpack_bootfs(vfs, blob: bytes | memoryview, records, times=None) -> int:  #
             found = parent.lookup(name)
         except FsError:
             found = parent.mkdir(name, DIRECTORY_MODE)
+            made.append(found)
         if not found.is_dir:
             raise FsError(20, f"/{path} is both a file and a directory in the image")
         directories[path] = found
@@ -54,7 +59,8 @@ def unpack_bootfs(vfs, blob: bytes | memoryview, records, times=None) -> int:  #
         path = record.name.strip("/")
         if not path:
             if times is not None:
-                dated.append((vfs.root, times[index]))
+                root_time = times[index]
+                dated.append((vfs.root, root_time))
             continue
         if record.is_directory:
             node = directory(path)
@@ -80,6 +86,9 @@ def unpack_bootfs(vfs, blob: bytes | memoryview, records, times=None) -> int:  #
                 written += node.write(0, content)
         if times is not None:
             node.atime = node.mtime = times[index]
+    if root_time is not None:
+        for node in made:
+            node.atime = node.mtime = root_time
     for node, mtime in dated:
         node.atime = node.mtime = mtime
     logger.debug("unpacked %d bytes of bootfs", written)

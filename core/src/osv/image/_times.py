@@ -26,6 +26,11 @@ logger = logging.getLogger(__name__)
 # files takes a few hundred runs instead of 5,000 numbers.
 
 
+# Times are signed 64-bit nanoseconds, as ROFS stores them: files dated
+# before 1970 keep their date.
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+
+
 def build_time_ns() -> int:
     """The time given to objects with no host file: SOURCE_DATE_EPOCH, or now.
 
@@ -76,7 +81,7 @@ def decode_time_runs(runs: object, count: int, what: str) -> list[int]:
             not isinstance(run, list)
             or len(run) != 2
             or not all(type(number) is int for number in run)
-            or run[0] < 0
+            or not _I64_MIN <= run[0] <= _I64_MAX
             or run[1] < 1
             or len(times) + run[1] > count
         ):

@@ -30,8 +30,8 @@ logger = logging.getLogger(__name__)
 # root directory. Only the file-type bits of a mode are stored.
 #
 # OSv's format has no times. Ours may append a time table to the tables:
-# the 8 bytes ROFS_TIMES_MAGIC, then one u64 modification time (nanoseconds
-# since the epoch) per inode, in inode order. OSv's reader parses the three
+# the 8 bytes ROFS_TIMES_MAGIC, then one i64 modification time (nanoseconds
+# since the epoch, negative before 1970) per inode, in inode order. OSv's reader parses the three
 # tables by their counts and never looks past them, so it mounts such a file
 # system as before; ours dates each object from the table when the magic is
 # there, and at the epoch otherwise.
@@ -46,7 +46,7 @@ INODE = struct.Struct("<IIQQQ")
 DIRECTORY_ENTRY_HEAD = struct.Struct("<QH")
 SYMLINK_HEAD = struct.Struct("<H")
 ROFS_TIMES_MAGIC = b"OSVMTIME"
-ROFS_TIME = struct.Struct("<Q")
+ROFS_TIME = struct.Struct("<q")
 
 S_IFDIR = 0x4000
 S_IFREG = 0x8000
@@ -297,7 +297,7 @@ def _parse_inodes(
 def _parse_times(tables: bytes, position: int, inodes_count: int) -> list[int] | None:
     """The time table after the inodes, or None when there is none.
 
-    Every u64 is a valid time, so a table that is there cannot be wrong, only
+    Every i64 is a valid time, so a table that is there cannot be wrong, only
     absent: OSv pads its tables with zeros, which never read as the magic.
     """
     start = position + len(ROFS_TIMES_MAGIC)
