@@ -31,18 +31,30 @@ needs_kvm = pytest.mark.skipif(
 # Modules that booting a static program from an image recording no modules
 # must not import: pyelftools (the ELF and program headers are read with
 # struct; the debugger comes with pyelftools's construct library), the
-# distribution scan that only an image listing modules needs, and what only
-# building or converting an image uses.
+# distribution scan that only an image listing modules needs, what only
+# building or converting an image uses (manifests, conversion, shell quoting),
+# platform (os.uname gives the release uname(2) reports) and resource (the
+# guest's limits are the kernel's own table).
 NOT_ON_THE_RUN_PATH = (
     "elftools",
     "pdb",
     "importlib.metadata",
     "osv.elf._deps",
+    "osv.image._manifest",
+    "osv.image._convert",
     "shutil",
     "subprocess",
     "tempfile",
     "datetime",
+    "platform",
+    "shlex",
+    "resource",
 )
+
+# The dataclasses the run path may still define: ramfs copies a Stat and a
+# StatFs with dataclasses.replace. Every other record there is a plain class,
+# as making a dataclass compiles generated code at import time.
+DATACLASSES_ON_THE_RUN_PATH = {"osv.vfs._stat.Stat", "osv.vfs._stat.StatFs"}
 
 
 def _python(*args: str) -> subprocess.CompletedProcess[str]:
@@ -126,6 +138,30 @@ def test_running_a_static_program_imports_none_of_the_heavy_modules(hello_image)
     # The run path was really traced: the kernel and the boot were imported.
     assert {"osv._kernel", "osv.boot._sequence", "osv.elf._loader"} <= imported
     assert _heavy(imported) == []
+
+
+def test_the_kernel_and_the_image_reader_define_no_other_dataclasses():
+    script = textwrap.dedent(
+        """
+        import sys
+        from osv.boot._sequence import _import_kernel
+        import osv.image
+        _import_kernel()
+        for name, module in sorted(sys.modules.items()):
+            if name == "osv" or name.startswith("osv."):
+                for value in vars(module).values():
+                    if (
+                        isinstance(value, type)
+                        and value.__module__ == name
+                        and "__dataclass_fields__" in vars(value)
+                    ):
+                        print(f"{name}.{value.__qualname__}")
+        """
+    )
+    result = _python("-c", script)
+
+    assert result.returncode == 0, result.stderr
+    assert set(result.stdout.split()) <= DATACLASSES_ON_THE_RUN_PATH
 
 
 def test_importing_the_package_and_the_command_line_loads_no_plugin_machinery():

@@ -6,7 +6,6 @@ compiled build is installed, e.g. to compare the two or to debug in Python.
 
 import importlib
 import importlib.machinery
-import importlib.util
 import logging
 import os
 import sys
@@ -91,9 +90,12 @@ def _load_source(dotted_name: str) -> ModuleType:
             name=dotted_name,
         )
 
+    # Imported here: only OSV_DISABLE_CEXT=1 loads a source by hand.
+    from importlib.util import module_from_spec, spec_from_file_location
+
     loader = importlib.machinery.SourceFileLoader(dotted_name, str(source))
-    spec = importlib.util.spec_from_file_location(dotted_name, source, loader=loader)
-    module = importlib.util.module_from_spec(spec)
+    spec = spec_from_file_location(dotted_name, source, loader=loader)
+    module = module_from_spec(spec)
     sys.modules[dotted_name] = module
     try:
         loader.exec_module(module)

@@ -8,14 +8,13 @@ import functools
 import itertools
 import logging
 import os
-import platform
 import signal
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 
 from osv import _cext
+from osv._record import Record
 from osv.elf import _stack as auxv
 from osv.elf import build_stack, load_program, parse_elf
 from osv.hv import _kvm
@@ -156,12 +155,18 @@ class ProgramFault(Exception):
         self.signal = signal
 
 
-@dataclass
-class RunResult:
-    status: int
-    syscalls: int
-    faults: int
-    first_instruction_ns: int
+class RunResult(Record):
+    """How a foreground program ended, with its counts of calls and faults."""
+
+    __slots__ = ("status", "syscalls", "faults", "first_instruction_ns")
+
+    def __init__(
+        self, status: int, syscalls: int, faults: int, first_instruction_ns: int
+    ) -> None:
+        self.status = status
+        self.syscalls = syscalls
+        self.faults = faults
+        self.first_instruction_ns = first_instruction_ns
 
 
 class Kernel:
@@ -183,7 +188,9 @@ class Kernel:
         self.version = version
         self.vcpu_count = vcpus
         self.hostname = "osv.local"
-        self.uname_release = f"{platform.release().split('-')[0]}-osv"
+        # The host's release, as platform.release() gives it (os.uname spares
+        # importing platform on every boot).
+        self.uname_release = f"{os.uname().release.split('-')[0]}-osv"
         self.uname_version = f"#1 SMP osv {version}"
         self.dmesg: deque[str] = deque(maxlen=4096)
         self.plugins = plugins if plugins is not None else _plugins.plugin_manager()

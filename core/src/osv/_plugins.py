@@ -8,7 +8,6 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
 
 import osv
 from osv import hookspecs
+from osv._record import FrozenRecord
 
 logger = logging.getLogger(__name__)
 
@@ -48,47 +48,81 @@ class ModuleError(Exception):
         return f"{self.message}; to fix it run: {self.hint}"
 
 
-@dataclass(frozen=True)
-class LoadedModule:
-    """A module whose hooks are registered with the plugin manager."""
+class LoadedModule(FrozenRecord):
+    """A module whose hooks are registered with the plugin manager.
 
-    name: str
-    distribution: str
-    version: str
-    hooks: tuple[str, ...]
-    builtin: bool = False
-    #: The entry point's object reference (``package.module:attr``).
-    target: str = ""
+    ``target`` is the entry point's object reference (``package.module:attr``).
+    """
+
+    __slots__ = ("name", "distribution", "version", "hooks", "builtin", "target")
+
+    def __init__(
+        self,
+        name: str,
+        distribution: str,
+        version: str,
+        hooks: tuple[str, ...],
+        builtin: bool = False,
+        target: str = "",
+    ) -> None:
+        define = object.__setattr__
+        define(self, "name", name)
+        define(self, "distribution", distribution)
+        define(self, "version", version)
+        define(self, "hooks", hooks)
+        define(self, "builtin", builtin)
+        define(self, "target", target)
 
 
-@dataclass(frozen=True)
-class FailedModule:
+class FailedModule(FrozenRecord):
     """An installed module that could not be loaded, and why."""
 
-    name: str
-    distribution: str
-    version: str
-    reason: str
+    __slots__ = ("name", "distribution", "version", "reason")
+
+    def __init__(self, name: str, distribution: str, version: str, reason: str) -> None:
+        define = object.__setattr__
+        define(self, "name", name)
+        define(self, "distribution", distribution)
+        define(self, "version", version)
+        define(self, "reason", reason)
 
 
-@dataclass(frozen=True)
-class RestRoute:
+class RestRoute(FrozenRecord):
     """One REST route a module adds (see the hook ``osv_rest_routes``)."""
 
-    module: str
-    method: str
-    path: str
-    handler: Callable[[dict[str, str]], Any]
-    operation: Mapping[str, Any]
+    __slots__ = ("module", "method", "path", "handler", "operation")
+
+    def __init__(
+        self,
+        module: str,
+        method: str,
+        path: str,
+        handler: Callable[[dict[str, str]], Any],
+        operation: Mapping[str, Any],
+    ) -> None:
+        define = object.__setattr__
+        define(self, "module", module)
+        define(self, "method", method)
+        define(self, "path", path)
+        define(self, "handler", handler)
+        define(self, "operation", operation)
 
 
-@dataclass(frozen=True)
-class ModuleSet:
+class ModuleSet(FrozenRecord):
     """The plugin manager holding the built-ins and every module that loaded."""
 
-    plugin_manager: pluggy.PluginManager
-    loaded: tuple[LoadedModule, ...]
-    failed: tuple[FailedModule, ...]
+    __slots__ = ("plugin_manager", "loaded", "failed")
+
+    def __init__(
+        self,
+        plugin_manager: pluggy.PluginManager,
+        loaded: tuple[LoadedModule, ...],
+        failed: tuple[FailedModule, ...],
+    ) -> None:
+        define = object.__setattr__
+        define(self, "plugin_manager", plugin_manager)
+        define(self, "loaded", loaded)
+        define(self, "failed", failed)
 
 
 def plugin_manager(*, builtins: bool = True) -> pluggy.PluginManager:

@@ -3,12 +3,13 @@ changed, new images made as version 3."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import struct
 import zlib
 from typing import BinaryIO
+
+from osv._record import Record
 
 from ._device import SECTOR_SIZE, BlockDevice, open_image_file
 from ._errors import Qcow2Error
@@ -117,28 +118,69 @@ _MAX_FILE_OFFSET = 1 << 62
 _UNALLOCATED, _ZERO, _DATA, _COMPRESSED = range(4)
 
 
-@dataclasses.dataclass
-class Qcow2Header:
+class Qcow2Header(Record):
     """The fields of a qcow2 header, named as in QEMU's specification."""
 
-    version: int
-    backing_file_offset: int
-    backing_file_size: int
-    cluster_bits: int
-    size: int
-    crypt_method: int
-    l1_size: int
-    l1_table_offset: int
-    refcount_table_offset: int
-    refcount_table_clusters: int
-    nb_snapshots: int
-    snapshots_offset: int
-    incompatible_features: int = 0
-    compatible_features: int = 0
-    autoclear_features: int = 0
-    refcount_order: int = DEFAULT_REFCOUNT_ORDER
-    header_length: int = V2_HEADER_LENGTH
-    compression_type: int = COMPRESSION_ZLIB
+    __slots__ = (
+        "version",
+        "backing_file_offset",
+        "backing_file_size",
+        "cluster_bits",
+        "size",
+        "crypt_method",
+        "l1_size",
+        "l1_table_offset",
+        "refcount_table_offset",
+        "refcount_table_clusters",
+        "nb_snapshots",
+        "snapshots_offset",
+        "incompatible_features",
+        "compatible_features",
+        "autoclear_features",
+        "refcount_order",
+        "header_length",
+        "compression_type",
+    )
+
+    def __init__(
+        self,
+        version: int,
+        backing_file_offset: int,
+        backing_file_size: int,
+        cluster_bits: int,
+        size: int,
+        crypt_method: int,
+        l1_size: int,
+        l1_table_offset: int,
+        refcount_table_offset: int,
+        refcount_table_clusters: int,
+        nb_snapshots: int,
+        snapshots_offset: int,
+        incompatible_features: int = 0,
+        compatible_features: int = 0,
+        autoclear_features: int = 0,
+        refcount_order: int = DEFAULT_REFCOUNT_ORDER,
+        header_length: int = V2_HEADER_LENGTH,
+        compression_type: int = COMPRESSION_ZLIB,
+    ) -> None:
+        self.version = version
+        self.backing_file_offset = backing_file_offset
+        self.backing_file_size = backing_file_size
+        self.cluster_bits = cluster_bits
+        self.size = size
+        self.crypt_method = crypt_method
+        self.l1_size = l1_size
+        self.l1_table_offset = l1_table_offset
+        self.refcount_table_offset = refcount_table_offset
+        self.refcount_table_clusters = refcount_table_clusters
+        self.nb_snapshots = nb_snapshots
+        self.snapshots_offset = snapshots_offset
+        self.incompatible_features = incompatible_features
+        self.compatible_features = compatible_features
+        self.autoclear_features = autoclear_features
+        self.refcount_order = refcount_order
+        self.header_length = header_length
+        self.compression_type = compression_type
 
     @classmethod
     def parse(cls, data: bytes, name: str) -> Qcow2Header:

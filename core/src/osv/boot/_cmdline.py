@@ -6,9 +6,10 @@ as ``--env=A=1 /tools/a.so x; /b.so "y z" &!`` means the same here.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, MutableMapping
+
+from osv._record import Record
 
 from ._errors import CommandLineError
 
@@ -52,8 +53,7 @@ _ENV_OPTION = "--env="
 ReadFile = Callable[[str], "str | bytes"]
 
 
-@dataclasses.dataclass
-class Command:
+class Command(Record):
     """One command: its argument vector and what ended it.
 
     ``terminator`` is ";" or "" (run and wait), "&" (run in the background),
@@ -61,8 +61,11 @@ class Command:
     done) or "!" (run, then stop every other application thread).
     """
 
-    argv: list[str]
-    terminator: str
+    __slots__ = ("argv", "terminator")
+
+    def __init__(self, argv: list[str], terminator: str) -> None:
+        self.argv = argv
+        self.terminator = terminator
 
 
 def parse_command_line(

@@ -6,12 +6,13 @@ strict option parser, so boot command lines written for OSv mean the same here.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
+
+from osv._record import FrozenRecord
 
 from ._errors import LoaderOptionError
 
@@ -28,8 +29,7 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
-@dataclasses.dataclass(frozen=True)
-class LoaderOption:
+class LoaderOption(FrozenRecord):
     """One loader option the kernel accepts.
 
     ``takes_value`` distinguishes ``--name=value`` options from ``--name``
@@ -39,15 +39,35 @@ class LoaderOption:
     when that other option is given too (OSv's ``--strace`` needs ``--trace``).
     """
 
-    name: str
-    takes_value: bool
-    help: str
-    repeatable: bool = False
-    value_type: type = str
-    metavar: str = "VALUE"
-    requires: str | None = None
+    __slots__ = (
+        "name",
+        "takes_value",
+        "help",
+        "repeatable",
+        "value_type",
+        "metavar",
+        "requires",
+    )
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        name: str,
+        takes_value: bool,
+        help: str,
+        repeatable: bool = False,
+        value_type: type = str,
+        metavar: str = "VALUE",
+        requires: str | None = None,
+    ) -> None:
+        define = object.__setattr__
+        define(self, "name", name)
+        define(self, "takes_value", takes_value)
+        define(self, "help", help)
+        define(self, "repeatable", repeatable)
+        define(self, "value_type", value_type)
+        define(self, "metavar", metavar)
+        define(self, "requires", requires)
+
         if not _OPTION_NAME.fullmatch(self.name):
             raise LoaderOptionError(f"invalid loader option name {self.name!r}")
         if self.value_type not in (str, int, float):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from osv._record import Record
 from osv.boot._cmdline import parse_command_line
 from osv.boot._errors import BootError, CommandLineError, LoaderOptionError
 from osv.boot._options import (
@@ -59,28 +60,58 @@ MOUNTED_STAGES = {
 }
 
 
-@dataclass
-class BootConfig:
+class BootConfig(Record):
     """What `osv run` asks for, beside the image."""
 
-    image: str
-    cmdline: str | None = None
-    memory: int = 2 << 30
-    vcpus: int = 1
-    extra_options: list[str] = field(default_factory=list)
+    __slots__ = ("image", "cmdline", "memory", "vcpus", "extra_options")
+
+    def __init__(
+        self,
+        image: str,
+        cmdline: str | None = None,
+        memory: int = 2 << 30,
+        vcpus: int = 1,
+        extra_options: list[str] | None = None,
+    ) -> None:
+        self.image = image
+        self.cmdline = cmdline
+        self.memory = memory
+        self.vcpus = vcpus
+        self.extra_options = [] if extra_options is None else extra_options
 
 
-@dataclass
-class BootResult:
-    status: int
-    reboot: bool = False
-    syscalls: int = 0
-    faults: int = 0
-    boot_ns: int = 0
-    first_instruction_ns: int = 0
-    #: KVM's own counters over the boot, summed over the vCPUs (``exits``,
-    #: ``pf_fixed``, ...); empty where KVM does not offer them.
-    kvm: dict[str, int] = field(default_factory=dict)
+class BootResult(Record):
+    """How a boot ended: the exit status, and what it cost on the way."""
+
+    __slots__ = (
+        "status",
+        "reboot",
+        "syscalls",
+        "faults",
+        "boot_ns",
+        "first_instruction_ns",
+        "kvm",
+    )
+
+    def __init__(
+        self,
+        status: int,
+        reboot: bool = False,
+        syscalls: int = 0,
+        faults: int = 0,
+        boot_ns: int = 0,
+        first_instruction_ns: int = 0,
+        kvm: dict[str, int] | None = None,
+    ) -> None:
+        self.status = status
+        self.reboot = reboot
+        self.syscalls = syscalls
+        self.faults = faults
+        self.boot_ns = boot_ns
+        self.first_instruction_ns = first_instruction_ns
+        #: KVM's own counters over the boot, summed over the vCPUs (``exits``,
+        #: ``pf_fixed``, ...); empty where KVM does not offer them.
+        self.kvm = {} if kvm is None else kvm
 
 
 class Console:
@@ -109,20 +140,29 @@ def _import_kernel() -> None:
     "Booted up in" measures the kernel's boot, as OSv's does; loading the
     Python code is the interpreter's start-up, a cost of its own.
     """
-    import json  # noqa: F401 - the image descriptor
+    # Importing makes thousands of objects that all live on, so the cyclic
+    # garbage collector's passes over them meanwhile find nothing to free; it
+    # waits until the imports are done (a few milliseconds of start-up).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        import json  # noqa: F401 - the image descriptor
 
-    import osv._builtins  # noqa: F401
-    import osv._kernel  # noqa: F401
-    import osv._plugins  # noqa: F401
-    import osv.hv._stats  # noqa: F401
-    import osv.sched._procinfo  # noqa: F401
-    import osv.syscalls.files  # noqa: F401
-    import osv.syscalls.io  # noqa: F401
-    import osv.syscalls.memory  # noqa: F401
-    import osv.syscalls.process  # noqa: F401
-    import osv.syscalls.threads  # noqa: F401
-    import osv.vdso  # noqa: F401
-    import osv.vfs  # noqa: F401
+        import osv._builtins  # noqa: F401
+        import osv._kernel  # noqa: F401
+        import osv._plugins  # noqa: F401
+        import osv.hv._stats  # noqa: F401
+        import osv.sched._procinfo  # noqa: F401
+        import osv.syscalls.files  # noqa: F401
+        import osv.syscalls.io  # noqa: F401
+        import osv.syscalls.memory  # noqa: F401
+        import osv.syscalls.process  # noqa: F401
+        import osv.syscalls.threads  # noqa: F401
+        import osv.vdso  # noqa: F401
+        import osv.vfs  # noqa: F401
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def boot(config: BootConfig, console: Console | None = None) -> BootResult:

@@ -6,9 +6,9 @@ import bisect
 import io
 import logging
 import struct
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from osv._record import Record
 from osv.mm import (
     MAP_PRIVATE,
     MMAP_MIN,
@@ -76,21 +76,56 @@ class Segment(NamedTuple):
     p_flags: int
 
 
-@dataclass
-class ElfProgram:
+class ElfProgram(Record):
     """What the loader needs from an ELF file: its ELF and program headers."""
 
-    path: str
-    data: bytes | memoryview
-    e_type: str
-    e_entry: int
-    e_phoff: int
-    e_phnum: int
-    e_phentsize: int
-    segments: list[Segment]
-    interpreter: str | None
-    phdr_vaddr: int | None
-    _symbols: list[tuple[int, int, str]] | None = field(default=None, repr=False)
+    __slots__ = (
+        "path",
+        "data",
+        "e_type",
+        "e_entry",
+        "e_phoff",
+        "e_phnum",
+        "e_phentsize",
+        "segments",
+        "interpreter",
+        "phdr_vaddr",
+        "_symbols",
+    )
+
+    def __init__(
+        self,
+        path: str,
+        data: bytes | memoryview,
+        e_type: str,
+        e_entry: int,
+        e_phoff: int,
+        e_phnum: int,
+        e_phentsize: int,
+        segments: list[Segment],
+        interpreter: str | None,
+        phdr_vaddr: int | None,
+        _symbols: list[tuple[int, int, str]] | None = None,
+    ) -> None:
+        self.path = path
+        self.data = data
+        self.e_type = e_type
+        self.e_entry = e_entry
+        self.e_phoff = e_phoff
+        self.e_phnum = e_phnum
+        self.e_phentsize = e_phentsize
+        self.segments = segments
+        self.interpreter = interpreter
+        self.phdr_vaddr = phdr_vaddr
+        self._symbols = _symbols
+
+    def __repr__(self) -> str:
+        # The whole file's bytes and the symbol table would bury the headers.
+        return (
+            f"ElfProgram(path={self.path!r}, e_type={self.e_type!r}, "
+            f"e_entry={self.e_entry:#x}, segments={self.segments!r}, "
+            f"interpreter={self.interpreter!r})"
+        )
 
     @property
     def symbols(self) -> list[tuple[int, int, str]]:
@@ -137,15 +172,19 @@ class ElfProgram:
         return page_align_up(end) - self.first_vaddr
 
 
-@dataclass
-class LoadedProgram:
+class LoadedProgram(Record):
     """Where a program landed: what the auxiliary vector and brk need."""
 
-    program: ElfProgram
-    base: int
-    entry: int
-    phdr: int
-    end: int
+    __slots__ = ("program", "base", "entry", "phdr", "end")
+
+    def __init__(
+        self, program: ElfProgram, base: int, entry: int, phdr: int, end: int
+    ) -> None:
+        self.program = program
+        self.base = base
+        self.entry = entry
+        self.phdr = phdr
+        self.end = end
 
     def symbolize(self, address: int) -> str | None:
         """``name+0xoff`` for an address inside a known function, else None."""

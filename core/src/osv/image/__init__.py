@@ -1,6 +1,8 @@
 """Image assembly and inspection: manifests, bootfs blobs, disk images (raw and
 qcow2) and their descriptor."""
 
+from osv._lazy import lazy_exports as _lazy_exports
+
 from ._bootfs import (
     BOOTFS_NAME_MAX,
     BOOTFS_RECORD_SIZE,
@@ -10,7 +12,6 @@ from ._bootfs import (
     read_bootfs,
     write_bootfs,
 )
-from ._convert import CONVERT_FORMATS, convert_image
 from ._descriptor import (
     DESCRIPTOR_MAGIC,
     DESCRIPTOR_OFFSET,
@@ -30,13 +31,6 @@ from ._disk import (
     write_raw_image,
 )
 from ._errors import BootfsError, ImageError, ManifestError, SizeError
-from ._manifest import (
-    ManifestEntry,
-    ManifestText,
-    check_tree,
-    manifest_from_paths,
-    read_manifest,
-)
 from ._size import parse_size
 from ._times import build_time_ns, decode_time_runs, encode_time_runs, host_time_ns
 
@@ -79,3 +73,18 @@ __all__ = [
     "write_image",
     "write_raw_image",
 ]
+
+# Manifests and conversion serve only building and converting images; booting
+# imports this package too, so those names are imported on first use (PEP 562).
+_EXPORTED_FROM = {
+    "CONVERT_FORMATS": "osv.image._convert",
+    "convert_image": "osv.image._convert",
+    "ManifestEntry": "osv.image._manifest",
+    "ManifestText": "osv.image._manifest",
+    "check_tree": "osv.image._manifest",
+    "manifest_from_paths": "osv.image._manifest",
+    "read_manifest": "osv.image._manifest",
+}
+
+
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTED_FROM, __all__)

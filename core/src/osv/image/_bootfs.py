@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import struct
 from collections.abc import Iterable
-from typing import BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
+
+from osv._record import FrozenRecord
 
 from ._errors import BootfsError
-from ._manifest import ManifestEntry
+
+if TYPE_CHECKING:
+    # Only writing a bootfs takes manifest entries; booting reads one.
+    from ._manifest import ManifestEntry
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +45,17 @@ BOOTFS_NAME_MAX = 110
 _COPY_CHUNK = 1 << 20
 
 
-@dataclasses.dataclass(frozen=True)
-class BootfsRecord:
+class BootfsRecord(FrozenRecord):
     """One metadata record; ``offset`` and ``size`` locate its content."""
 
-    name: str
-    type: int
-    offset: int
-    size: int
+    __slots__ = ("name", "type", "offset", "size")
+
+    def __init__(self, name: str, type: int, offset: int, size: int) -> None:
+        define = object.__setattr__
+        define(self, "name", name)
+        define(self, "type", type)
+        define(self, "offset", offset)
+        define(self, "size", size)
 
     @property
     def is_directory(self) -> bool:

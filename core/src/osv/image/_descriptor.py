@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import struct
 import zlib
 from typing import Any
+
+from osv._record import FrozenRecord
 
 from ._errors import ImageError
 
@@ -63,8 +64,12 @@ def _creation_time() -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclasses.dataclass(frozen=True)
-class ImageDescriptor:
+# Stands for a field left out, so that None read from an image's JSON is still
+# refused as a value rather than taken for "use the default".
+_UNSET: Any = object()
+
+
+class ImageDescriptor(FrozenRecord):
     """What an image was assembled with and what it needs to boot.
 
     ``kernel_version`` is the osv-core version the image needs, ``modules``
@@ -74,14 +79,25 @@ class ImageDescriptor:
     written by a newer osv-core that this one does not know.
     """
 
-    kernel_version: str
-    fs_type: str
-    built_by: str
-    modules: dict[str, str] = dataclasses.field(default_factory=dict)
-    created: str = dataclasses.field(default_factory=_creation_time)
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    __slots__ = ("kernel_version", "fs_type", "built_by", "modules", "created", "extra")
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        kernel_version: str,
+        fs_type: str,
+        built_by: str,
+        modules: dict[str, str] = _UNSET,
+        created: str = _UNSET,
+        extra: dict[str, Any] = _UNSET,
+    ) -> None:
+        define = object.__setattr__
+        define(self, "kernel_version", kernel_version)
+        define(self, "fs_type", fs_type)
+        define(self, "built_by", built_by)
+        define(self, "modules", {} if modules is _UNSET else modules)
+        define(self, "created", _creation_time() if created is _UNSET else created)
+        define(self, "extra", {} if extra is _UNSET else extra)
+
         for field in ("kernel_version", "fs_type", "built_by", "created"):
             value = getattr(self, field)
             if not isinstance(value, str) or not value:

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import mmap
 import os
-import shlex
 import stat
 from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple, Self
@@ -215,6 +214,9 @@ class DiskImage:
         try:
             container = detect_format(name)
             if container in FOREIGN_FORMATS:
+                # Imported here: only this refusal quotes a path for a shell.
+                import shlex
+
                 raise ImageError(
                     f"{name}: a {FORMAT_NAMES[container]} image, which osv does not "
                     "run; convert it first: osv image convert "

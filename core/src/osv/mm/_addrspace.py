@@ -5,7 +5,6 @@ from __future__ import annotations
 import bisect
 import errno
 import logging
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from osv.mm._pagetable import HUGE_MASK, HUGE_SIZE, PTE_NX, PTE_RW, PTE_US, PageTable
@@ -98,7 +97,8 @@ def leaf_flags(prot: int) -> int:
     return flags
 
 
-@dataclass(eq=False)
+# A plain class, not a dataclass: making a dataclass compiles generated code
+# at import, on every boot. Areas compare by identity.
 class VmArea:
     """A run of pages with one protection; ``pa`` is -1 for frames-on-demand.
 
@@ -114,26 +114,51 @@ class VmArea:
     area goes away.
     """
 
-    start: int
-    end: int
-    prot: int
-    flags: int
-    pa: int = -1
-    pages: dict[int, int] = field(default_factory=dict)
-    name: str = ""
-    offset: int = 0
-    device: int = 0
-    inode: int = 0
-    hidden: bool = False
-    borrowed: bool = False
-    #: The mapped file's vnode (None for anonymous memory).
-    vnode: object = None
-    #: Whole pages past the end of the mapped file: no frames, SIGBUS.
-    beyond_eof: bool = False
-    #: A shared file mapping that may be made writable (see the class).
-    may_write: bool = False
-    #: The FrameLender of a mapping of a file kept in frames, else None.
-    lender: object = None
+    def __init__(
+        self,
+        start: int,
+        end: int,
+        prot: int,
+        flags: int,
+        pa: int = -1,
+        pages: dict[int, int] | None = None,
+        name: str = "",
+        offset: int = 0,
+        device: int = 0,
+        inode: int = 0,
+        hidden: bool = False,
+        borrowed: bool = False,
+        vnode: object = None,
+        beyond_eof: bool = False,
+        may_write: bool = False,
+        lender: object = None,
+    ) -> None:
+        self.start = start
+        self.end = end
+        self.prot = prot
+        self.flags = flags
+        self.pa = pa
+        self.pages: dict[int, int] = {} if pages is None else pages
+        self.name = name
+        self.offset = offset
+        self.device = device
+        self.inode = inode
+        self.hidden = hidden
+        self.borrowed = borrowed
+        #: The mapped file's vnode (None for anonymous memory).
+        self.vnode = vnode
+        #: Whole pages past the end of the mapped file: no frames, SIGBUS.
+        self.beyond_eof = beyond_eof
+        #: A shared file mapping that may be made writable (see the class).
+        self.may_write = may_write
+        #: The FrameLender of a mapping of a file kept in frames, else None.
+        self.lender = lender
+
+    def __repr__(self) -> str:
+        return (
+            f"VmArea({self.start:#x}-{self.end:#x}, prot={self.prot}, "
+            f"flags={self.flags:#x}, name={self.name!r})"
+        )
 
     @property
     def lazy(self) -> bool:

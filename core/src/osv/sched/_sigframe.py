@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
+from osv._record import Record
 from osv.sched._sigqueue import SIGINFO_SIZE
 
 # Rationale: a handler receives the interrupted state in exactly the layout
@@ -68,23 +68,33 @@ UC_STRICT_RESTORE_SS = 0x4
 assert UC_MCONTEXT == 40 and UC_SIGMASK == 296 and FRAME_SIZE == 440
 
 
-@dataclass
-class Fault:
+class Fault(Record):
     """What sigcontext reports about the last CPU exception of the thread."""
 
-    trapno: int = 0
-    err: int = 0
-    cr2: int = 0
+    __slots__ = ("trapno", "err", "cr2")
+
+    def __init__(self, trapno: int = 0, err: int = 0, cr2: int = 0) -> None:
+        self.trapno = trapno
+        self.err = err
+        self.cr2 = cr2
 
 
-@dataclass
-class SavedContext:
+class SavedContext(Record):
     """What rt_sigreturn finds in a frame's ucontext."""
 
-    registers: dict[str, int]
-    mask: int
-    fpstate: int
-    stack: tuple[int, int, int]  # uc_stack: ss_sp, ss_flags, ss_size
+    __slots__ = ("registers", "mask", "fpstate", "stack")
+
+    def __init__(
+        self,
+        registers: dict[str, int],
+        mask: int,
+        fpstate: int,
+        stack: tuple[int, int, int],  # uc_stack: ss_sp, ss_flags, ss_size
+    ) -> None:
+        self.registers = registers
+        self.mask = mask
+        self.fpstate = fpstate
+        self.stack = stack
 
 
 def place(sp: int) -> tuple[int, int]:

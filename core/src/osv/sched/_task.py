@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from osv.sched._futex import FutexTable
 from osv.sched._sigframe import Fault
@@ -72,86 +71,101 @@ def set_current_task(task: Task | None) -> None:
     _current.task = task
 
 
-@dataclass(eq=False)
+# Process and Task are plain classes, not dataclasses: making a dataclass
+# compiles generated code at import, on every boot. Both compare by identity.
 class Process:
     """What all threads of the one application share."""
 
-    pid: int
-    argv: list[str]
-    envp: list[str]
-    exe: str
-    mm: object  # osv.mm.AddressSpace
-    fds: object  # osv.vfs.FdTable
-    vfs: object  # osv.vfs.Vfs
-    cwd: object  # osv.vfs Vnode
-    kernel: object
-    umask: int = 0o022
-    nice: int = 0
-    name: str = ""
-    rlimits: dict[int, tuple[int, int]] = field(
-        default_factory=lambda: dict(DEFAULT_RLIMITS)
-    )
-    signal_actions: dict[int, SigAction] = field(default_factory=dict)
-    # Signals sent to the whole process, taken by whichever thread can first.
-    pending: PendingSignals = field(default_factory=PendingSignals)
-    real_timer: object = None  # osv.sched._signal.RealTimer, once armed
-    start_ns: int = field(default_factory=time.monotonic_ns)
-    loaded: object = None  # osv.elf.LoadedProgram of the main program
-    interpreter: object = None  # osv.elf.LoadedProgram of the dynamic linker
-    exit_status: int | None = None
-    tasks: list[Task] = field(default_factory=list)
-    futexes: FutexTable = field(default_factory=FutexTable)
-    # Set once the whole program ends (exit_group, the last thread's exit, or
-    # a fault); the status or the fault report is recorded first.
-    ended: threading.Event = field(default_factory=threading.Event)
-    fault: object = None
-    finished_tasks: list[Task] = field(default_factory=list)
-    result: object = None  # the RunResult of a process run in the background
+    def __init__(
+        self,
+        pid: int,
+        argv: list[str],
+        envp: list[str],
+        exe: str,
+        mm: object,  # osv.mm.AddressSpace
+        fds: object,  # osv.vfs.FdTable
+        vfs: object,  # osv.vfs.Vfs
+        cwd: object,  # osv.vfs Vnode
+        kernel: object,
+        umask: int = 0o022,
+        nice: int = 0,
+        name: str = "",
+    ) -> None:
+        self.pid = pid
+        self.argv = argv
+        self.envp = envp
+        self.exe = exe
+        self.mm = mm
+        self.fds = fds
+        self.vfs = vfs
+        self.cwd = cwd
+        self.kernel = kernel
+        self.umask = umask
+        self.nice = nice
+        self.name = name
+        self.rlimits: dict[int, tuple[int, int]] = dict(DEFAULT_RLIMITS)
+        self.signal_actions: dict[int, SigAction] = {}
+        # Signals sent to the whole process, taken by whichever thread can first.
+        self.pending = PendingSignals()
+        self.real_timer: object = None  # osv.sched._signal.RealTimer, once armed
+        self.start_ns = time.monotonic_ns()
+        self.loaded: object = None  # osv.elf.LoadedProgram of the main program
+        self.interpreter: object = None  # osv.elf.LoadedProgram of the dynamic linker
+        self.exit_status: int | None = None
+        self.tasks: list[Task] = []
+        self.futexes = FutexTable()
+        # Set once the whole program ends (exit_group, the last thread's exit, or
+        # a fault); the status or the fault report is recorded first.
+        self.ended = threading.Event()
+        self.fault: object = None
+        self.finished_tasks: list[Task] = []
+        self.result: object = None  # the RunResult of a process run in the background
+
+    def __repr__(self) -> str:
+        return f"<Process {self.pid} {self.exe!r}>"
 
 
-@dataclass(eq=False)
 class Task:
     """One thread: a vCPU and the per-thread kernel state."""
 
-    tid: int
-    process: Process
-    vcpu: object  # osv.hv.VCpu
-    mm: object = None
-    fds: object = None
-    vfs: object = None
-    kernel: object = None
-    fs_base: int = 0
-    clear_child_tid: int = 0
-    robust_list: int = 0
-    signal_mask: int = 0
-    alt_stack: tuple[int, int, int] = (0, 2, 0)  # ss_sp, ss_flags (SS_DISABLE), size
-    # Signals sent to this thread only (tgkill, faults, SIGPIPE).
-    pending: PendingSignals = field(default_factory=PendingSignals)
-    # The mask to put back once a signal is handled, while a call such as
-    # sigsuspend or ppoll runs with a temporary one.
-    saved_mask: int | None = None
-    # Signals rt_sigtimedwait is waiting for: pending ones wake the thread.
-    waiting_for: int = 0
-    # Set by a wait cut short by a signal: (system call number, True when
-    # SA_RESTART makes it start again after the handler).
-    restart: tuple[int, bool] | None = None
-    # While the thread waits in an interruptible call: what wakes it.
-    waker: Callable[[], None] | None = None
-    # The last CPU exception, as sigcontext reports it (trapno, err, cr2).
-    fault: Fault = field(default_factory=Fault)
-    syscalls: list[int] = field(default_factory=lambda: [0])
-    thread: threading.Thread | None = None
-    start_ns: int = field(default_factory=time.monotonic_ns)
-    # The host thread serving this guest thread (threading.get_ident()),
-    # known once it runs.
-    host_thread_id: int = 0
-
-    def __post_init__(self) -> None:
+    def __init__(self, tid: int, process: Process, vcpu: object) -> None:
+        self.tid = tid
+        self.process = process
+        self.vcpu = vcpu  # osv.hv.VCpu
         # Shortcuts used by every system call: one attribute lookup instead of two.
-        self.mm = self.process.mm
-        self.fds = self.process.fds
-        self.vfs = self.process.vfs
-        self.kernel = self.process.kernel
+        self.mm = process.mm
+        self.fds = process.fds
+        self.vfs = process.vfs
+        self.kernel = process.kernel
+        self.fs_base = 0
+        self.clear_child_tid = 0
+        self.robust_list = 0
+        self.signal_mask = 0
+        # ss_sp, ss_flags (SS_DISABLE), size
+        self.alt_stack: tuple[int, int, int] = (0, 2, 0)
+        # Signals sent to this thread only (tgkill, faults, SIGPIPE).
+        self.pending = PendingSignals()
+        # The mask to put back once a signal is handled, while a call such as
+        # sigsuspend or ppoll runs with a temporary one.
+        self.saved_mask: int | None = None
+        # Signals rt_sigtimedwait is waiting for: pending ones wake the thread.
+        self.waiting_for = 0
+        # Set by a wait cut short by a signal: (system call number, True when
+        # SA_RESTART makes it start again after the handler).
+        self.restart: tuple[int, bool] | None = None
+        # While the thread waits in an interruptible call: what wakes it.
+        self.waker: Callable[[], None] | None = None
+        # The last CPU exception, as sigcontext reports it (trapno, err, cr2).
+        self.fault = Fault()
+        self.syscalls = [0]
+        self.thread: threading.Thread | None = None
+        self.start_ns = time.monotonic_ns()
+        # The host thread serving this guest thread (threading.get_ident()),
+        # known once it runs.
+        self.host_thread_id = 0
+
+    def __repr__(self) -> str:
+        return f"<Task {self.tid} of process {self.process.pid}>"
 
     def cpu_ns(self) -> int:
         """CPU time this guest thread has used: its host thread's, which runs

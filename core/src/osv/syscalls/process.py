@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import resource
 import struct
 import time
 
@@ -779,4 +778,4 @@ for _alias, _target in (
 ):
     SYSCALLS[NUMBERS[_alias]] = _target
 
-del resource, s64
+del s64

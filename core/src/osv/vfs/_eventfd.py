@@ -9,6 +9,7 @@ import stat
 import struct
 import threading
 
+from osv._record import Record
 from osv.sched._lock import blocking
 
 from ._abi import O_NONBLOCK, O_RDWR, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM
@@ -107,13 +108,24 @@ EPOLL_CTL_DEL = 2
 EPOLL_CTL_MOD = 3
 
 
-@dataclasses.dataclass
-class Interest:
-    file: File
-    events: int
-    data: int
-    reported: int = 0
-    disabled: bool = False
+class Interest(Record):
+    """One file on an epoll interest list: the events asked for, the user data."""
+
+    __slots__ = ("file", "events", "data", "reported", "disabled")
+
+    def __init__(
+        self,
+        file: File,
+        events: int,
+        data: int,
+        reported: int = 0,
+        disabled: bool = False,
+    ) -> None:
+        self.file = file
+        self.events = events
+        self.data = data
+        self.reported = reported
+        self.disabled = disabled
 
 
 class EpollFile(File):

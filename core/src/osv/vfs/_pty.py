@@ -54,7 +54,6 @@ Each end runs a line discipline that behaves as Linux's N_TTY does.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import itertools
 import logging
@@ -65,6 +64,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from osv._record import Record
 from osv.sched._lock import blocking
 from osv.sched._task import Process
 
@@ -273,16 +273,26 @@ def _toupper(c: int) -> int:
 # ---- termios ---------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Termios:
+class Termios(Record):
     """The kernel's ``struct termios`` (36 bytes): four flag words, c_line, c_cc."""
 
-    c_iflag: int
-    c_oflag: int
-    c_cflag: int
-    c_lflag: int
-    c_line: int = 0
-    c_cc: bytes = _INIT_CC
+    __slots__ = ("c_iflag", "c_oflag", "c_cflag", "c_lflag", "c_line", "c_cc")
+
+    def __init__(
+        self,
+        c_iflag: int,
+        c_oflag: int,
+        c_cflag: int,
+        c_lflag: int,
+        c_line: int = 0,
+        c_cc: bytes = _INIT_CC,
+    ) -> None:
+        self.c_iflag = c_iflag
+        self.c_oflag = c_oflag
+        self.c_cflag = c_cflag
+        self.c_lflag = c_lflag
+        self.c_line = c_line
+        self.c_cc = c_cc
 
     @classmethod
     def for_slave(cls) -> Termios:

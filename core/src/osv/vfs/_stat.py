@@ -32,6 +32,8 @@ _STATFS = struct.Struct("<qqQQQQQIIqqq32x")
 _NS = 1_000_000_000
 
 
+# A dataclass, unlike the other records on the boot path: ramfs, pipes and
+# eventfds copy it with dataclasses.replace.
 @dataclasses.dataclass(slots=True)
 class Stat:
     """What stat(2) reports about one file."""
@@ -123,6 +125,7 @@ class Stat:
         return body + bytes(_STATX_SIZE - len(body))
 
 
+# A dataclass too: ramfs copies it with dataclasses.replace.
 @dataclasses.dataclass(slots=True)
 class StatFs:
     """What statfs(2) reports about one mounted file system."""
