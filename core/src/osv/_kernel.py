@@ -886,3 +886,5 @@ class Kernel:
             logger.warning("a vCPU thread did not stop; leaving the VM to process exit")
             return
         self.machine.close()
+        # Only once KVM has let go of it (the VM's descriptors are closed).
+        self.phys.close()

@@ -30,6 +30,8 @@ _libc.madvise.restype = ctypes.c_int
 _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 _libc.mprotect.restype = ctypes.c_int
 _libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_libc.munmap.restype = ctypes.c_int
+_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
 
 KVM_DEVICE = "/dev/kvm"
 KVM_API_VERSION = 12
@@ -305,6 +307,13 @@ def host_madvise(address: int, size: int, advice: int) -> None:
         logger.debug(
             "madvise(%#x, %d, %d): %s", address, size, advice, os.strerror(err)
         )
+
+
+def host_munmap(address: int, size: int) -> None:
+    """munmap(2) of a range host_mmap returned; failures are logged, not fatal."""
+    if _libc.munmap(address, size) != 0:
+        err = ctypes.get_errno()
+        logger.warning("munmap(%#x, %d): %s", address, size, os.strerror(err))
 
 
 def host_mprotect(address: int, size: int, prot: int) -> None:

@@ -185,6 +185,21 @@ class PhysicalMemory:
         _kvm.host_mprotect(host, size, _HOST_RWX)
         _kvm.host_mprotect(host, size, _HOST_RW)
 
+    def close(self) -> None:
+        """Give guest RAM back to the host; the VM using it must be gone.
+
+        Without this, every boot in one process (a reboot, a benchmark's
+        loop) would keep its predecessor's memory: the resident pages, and
+        huge pages the next VM then has to take fresh from the host.
+        Views taken of ``ram`` before must not be used afterwards; ``ram``
+        itself becomes empty, so that a stray access fails cleanly.
+        """
+        if self.host_address:
+            self.ram = memoryview(b"")
+            self.ram_q = memoryview(b"").cast("Q")
+            _kvm.host_munmap(self.host_address, self.size)
+            self.host_address = 0
+
     @property
     def used_bytes(self) -> int:
         return (self.total_frames - self.free_frames) << PAGE_SHIFT
