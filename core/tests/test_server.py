@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from guest import osv
 
+from osv import __version__ as osv_version_string
 from osv._server import MAGIC, run_via_server
 
 BUSYBOX = shutil.which("busybox")
@@ -378,3 +379,35 @@ def test_a_socket_of_another_user_gets_nothing(tmp_path, image):
 def test_stopping_the_server_removes_its_socket(server):
     assert server.stop() == 0
     assert not server.path.exists()
+
+
+def test_a_client_in_the_background_of_its_terminal_runs_in_process(
+    server, image, monkeypatch
+):
+    # A background job reading its terminal must stop (SIGTTIN) as any
+    # program does; a served run, in a session of its own, would not.
+    monkeypatch.setenv("OSV_SOCKET", str(server.path))
+    monkeypatch.delenv("OSV_NO_SERVER")
+    monkeypatch.setattr(os, "isatty", lambda fd: True)
+    monkeypatch.setattr(os, "tcgetpgrp", lambda fd: os.getpgrp() + 1)
+
+    assert run_via_server(["run", str(image)], osv_version_string) is None
+    assert server.runs() == 0
+
+
+def test_a_full_standard_output_fails_as_in_process(server, image):
+    def run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        with open("/dev/full", "w") as full:
+            return subprocess.run(
+                [sys.executable, "-m", "osv", "run", str(image)],
+                stdout=full, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                text=True, timeout=120, env=env,
+            )  # fmt: skip
+
+    for unbuffered in ("", "1"):
+        served = run(served_env(server, PYTHONUNBUFFERED=unbuffered))
+        local = run(
+            served_env(server, PYTHONUNBUFFERED=unbuffered) | {"OSV_NO_SERVER": "1"}
+        )
+        assert (served.returncode, served.stderr) == (local.returncode, local.stderr)
+    assert server.runs() == 2

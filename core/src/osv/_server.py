@@ -135,7 +135,24 @@ def _peer(connection) -> tuple[int, int]:  # noqa: ANN001 - a socket of either m
     return pid, uid
 
 
+def _in_background() -> bool:
+    """Whether we are a background job of the terminal on our standard input.
+
+    Such a job that reads its terminal is stopped by the kernel (SIGTTIN).
+    A served run has a session of its own, where that rule cannot reach it,
+    so it must not run while its client is in the background.
+    """
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) != os.getpgrp()
+    except OSError:
+        return False
+
+
 def _converse(connection: _socket.socket, argv: list[str], version: str) -> int | None:
+    # Started in the background of a terminal: in-process, where job
+    # control applies as it does to any program.
+    if _in_background():
+        return None
     try:
         cwd = os.getcwd()
     except OSError:
@@ -175,11 +192,15 @@ def _converse(connection: _socket.socket, argv: list[str], version: str) -> int 
     (child,) = _U32.unpack(reader.exactly(4))
 
     forwarded: list[int] = []
+    held: list[bool] = []
 
     def forward(signum: int, _frame: object) -> None:
         forwarded.append(signum)
         try:
             os.kill(child, signum)
+            # A run held in the background must wake to take its signal.
+            if held and signum != signal.SIGWINCH:
+                os.kill(child, signal.SIGCONT)
         except ProcessLookupError:
             pass
 
@@ -190,7 +211,17 @@ def _converse(connection: _socket.socket, argv: list[str], version: str) -> int 
         except ProcessLookupError:
             pass
         os.kill(os.getpid(), signal.SIGSTOP)
-        # Continued (fg, bg, SIGCONT): the run goes on too.
+        # Continued: the run goes on too, unless it was sent to the
+        # background (bg), where it could read what is typed to the shell;
+        # there it waits until brought back (fg), as the loop below sees.
+        if _in_background():
+            if not held:
+                sys.stderr.write(
+                    "osv: a served run waits while it is in the background; "
+                    "fg resumes it (OSV_NO_SERVER=1 runs in-process)\n"
+                )
+            held[:] = [True]
+            return
         try:
             os.kill(child, signal.SIGCONT)
         except ProcessLookupError:
@@ -202,7 +233,22 @@ def _converse(connection: _socket.socket, argv: list[str], version: str) -> int 
     for signum in STOP_SIGNALS:
         if signal.getsignal(signum) != signal.SIG_IGN:
             signal.signal(signum, stop)
-    kind = reader.exactly(1)
+    while True:
+        if held:
+            connection.settimeout(0.2)
+        try:
+            kind = reader.exactly(1, raise_timeout=bool(held))
+        except TimeoutError:
+            if not _in_background():
+                del held[:]
+                connection.settimeout(None)
+                try:
+                    os.kill(child, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            continue
+        break
+    connection.settimeout(None)
     if kind == b"S":
         return _I32.unpack(reader.exactly(4))[0]
     # The child ended without a status: killed by a signal we passed on, or
@@ -221,11 +267,16 @@ class _Reader:
     def __init__(self, connection: _socket.socket) -> None:
         self.connection = connection
 
-    def exactly(self, size: int) -> bytes:
+    def exactly(self, size: int, raise_timeout: bool = False) -> bytes:
+        """``size`` bytes, or b"" at the end; TimeoutError only if asked for."""
         data = b""
         while len(data) < size:
             try:
                 chunk = self.connection.recv(size - len(data))
+            except TimeoutError:
+                if raise_timeout and not data:
+                    raise
+                continue
             except OSError:
                 return b""
             if not chunk:
@@ -456,7 +507,6 @@ def _child(connection, fields, descriptors) -> None:  # noqa: ANN001
         for target, descriptor in enumerate(high):
             os.dup2(descriptor, target)
             os.close(descriptor)
-        _reopen_standard_streams()
         argc = int(fields[4])
         argv = [os.fsdecode(word) for word in fields[5 : 5 + argc]]
         environment = {}
@@ -465,6 +515,7 @@ def _child(connection, fields, descriptors) -> None:  # noqa: ANN001
             environment[os.fsdecode(key)] = os.fsdecode(value)
         os.environ.clear()
         os.environ.update(environment)
+        _reopen_standard_streams(bool(environment.get("PYTHONUNBUFFERED")))
         os.chdir(os.fsdecode(fields[2]))
         connection.sendall(b"P" + _U32.pack(os.getpid()))
         _end_with_the_client(connection)
@@ -534,19 +585,25 @@ def _end_with_the_client(connection) -> None:  # noqa: ANN001
     threading.Thread(target=watch, name="osv-client-watch", daemon=True).start()
 
 
-def _reopen_standard_streams() -> None:
-    """New sys.stdin/stdout/stderr on fds 0-2, buffered as at start-up."""
+def _reopen_standard_streams(unbuffered: bool) -> None:
+    """New sys.stdin/stdout/stderr on fds 0-2, as the interpreter makes them.
+
+    So that writing behaves as in a fresh ``osv`` process of the client: a
+    full or broken stdout fails the same write (``unbuffered`` is the
+    client's PYTHONUNBUFFERED), and a terminal is line-buffered.
+    """
     import io
 
     def stream(fd: int, mode: str) -> io.TextIOWrapper:
-        binary = open(fd, mode + "b", closefd=False)  # noqa: SIM115
-        interactive = os.isatty(fd)
+        writing = mode == "w"
+        raw = unbuffered and writing
+        binary = open(fd, mode + "b", buffering=0 if raw else -1, closefd=False)  # noqa: SIM115
         return io.TextIOWrapper(
             binary,
             encoding="utf-8",
             errors="surrogateescape" if fd < 2 else "backslashreplace",
-            line_buffering=interactive or fd == 2,
-            write_through=fd == 2,
+            line_buffering=not raw and (os.isatty(fd) or fd == 2),
+            write_through=raw,
         )
 
     sys.stdin = sys.__stdin__ = stream(0, "r")

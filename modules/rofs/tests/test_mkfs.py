@@ -284,9 +284,18 @@ def test_the_time_table_follows_osvs_tables_and_dates_every_inode(
 
 
 def test_times_before_1970_are_kept(tmp_path):
+    (tmp_path / "dir").mkdir()
     (tmp_path / "old").write_bytes(b"old")
     os.utime(tmp_path / "old", ns=(1, -86_400_000_000_007))
+    os.utime(tmp_path / "dir", ns=(1, -5_000_000_000))
     out = io.BytesIO()
-    write_rofs([ManifestEntry("/old", "file", str(tmp_path / "old"), None, "t")], out)
+    write_rofs(
+        [
+            ManifestEntry("/old", "file", str(tmp_path / "old"), None, "t"),
+            ManifestEntry("/dir", "dir", str(tmp_path / "dir"), None, "t"),
+        ],
+        out,
+    )
 
-    assert read_metadata(MemoryDisk(out.getvalue())).mtimes[1] == -86_400_000_000_007
+    mtimes = read_metadata(MemoryDisk(out.getvalue())).mtimes
+    assert mtimes[1:] == [-86_400_000_000_007, -5_000_000_000]

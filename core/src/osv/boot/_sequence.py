@@ -118,18 +118,24 @@ class Console:
     """Where the kernel's own console lines go (stdout, as OSv prints them)."""
 
     def __init__(self, stream=None) -> None:  # noqa: ANN001
-        self.stream = stream or sys.stdout
+        # None: the process's standard output, written with os.write.
+        self.stream = stream
 
     def line(self, text: str) -> None:
         # The kernel's lines are best effort: a closed, full or broken host
         # stdout must not stop the program, which sees the error itself
-        # when it writes.
+        # when it writes. On the process's stdout they bypass sys.stdout's
+        # buffer, where a failed write would stay and fail every later
+        # flush, down to the interpreter's exit (status 120).
         stream = self.stream
-        if stream is None:
-            return
         try:
-            stream.write(text + "\n")
-            stream.flush()
+            if stream is None:
+                data = (text + "\n").encode("utf-8", "surrogateescape")
+                while data:
+                    data = data[os.write(1, data) :]
+            else:
+                stream.write(text + "\n")
+                stream.flush()
         except (OSError, ValueError):
             logger.debug("console line not written: %s", text)
 

@@ -43,7 +43,7 @@ def build_time_ns() -> int:
     return time.time_ns()
 
 
-def host_time_ns(host: str | None, default: int) -> int:
+def host_time_ns(host: str | None, default: int | None) -> int | None:
     """The host object's modification time (symlinks followed), or ``default``.
 
     A host file that cannot be examined is reported where its contents are

@@ -127,8 +127,8 @@ def _build_tree(
         parts = [part for part in entry.guest.split("/") if part]
         if entry.kind == "dir":
             if entry.host is not None:
-                mtime = host_time_ns(entry.host, -1)
-                if mtime >= 0:
+                mtime = host_time_ns(entry.host, None)
+                if mtime is not None:
                     directory_times[tuple(parts)] = mtime
             node = root
             for depth, part in enumerate(parts):
