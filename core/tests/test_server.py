@@ -281,13 +281,10 @@ def test_each_run_has_a_session_of_its_own(server, image):
 
 
 def test_ctrl_z_stops_the_run_with_its_client_and_fg_resumes_both(server, image):
-    def state(pid: int) -> str:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-
     def wait_for(pid: int, wanted: set[str]) -> None:
         deadline = time.monotonic() + 30
-        while state(pid) not in wanted:
-            assert time.monotonic() < deadline, f"{pid} stays {state(pid)}"
+        while _state(pid) not in wanted:
+            assert time.monotonic() < deadline, f"{pid} stays {_state(pid)}"
             time.sleep(0.02)
 
     with sleeping_client(server, image) as process:
@@ -300,6 +297,30 @@ def test_ctrl_z_stops_the_run_with_its_client_and_fg_resumes_both(server, image)
         wait_for(child, {"S", "R"})
         process.terminate()
         assert process.wait(timeout=30) == -signal.SIGTERM
+
+
+def test_a_stopped_run_ends_when_its_stopped_client_is_killed(server, image):
+    with sleeping_client(server, image) as process:
+        child = int(server.log.read_text().split("process ")[-1].split()[0])
+        process.send_signal(signal.SIGTSTP)
+        deadline = time.monotonic() + 30
+        while _state(child) != "T":
+            assert time.monotonic() < deadline, "the run did not stop"
+            time.sleep(0.02)
+        process.kill()
+        process.wait(timeout=30)
+
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child}").exists():
+        assert time.monotonic() < deadline, "the stopped run outlived its client"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
 
 
 def test_a_client_that_sends_nothing_holds_up_no_other(server, image):

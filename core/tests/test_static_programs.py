@@ -269,3 +269,26 @@ def test_threads_match_native(tmp_path: Path, compile_program, variant: str) -> 
     vm = run_in_vm(tmp_path, str(program), program)
     assert_same(vm, run_native([str(program)]))
     assert "counter 400000 shared 1200 joined 60" in vm.stdout
+
+
+@pytest.mark.skipif(BUSYBOX is None, reason="needs a static busybox")
+def test_cat_to_a_full_device_fails_as_natively(tmp_path: Path) -> None:
+    # busybox cat tries sendfile first and, when that fails, reads the file
+    # again itself: the failed sendfile must not have consumed the data.
+    image = tmp_path / "cat.img"
+    built = osv("build", "--fs", "ramfs", "-o", str(image), "--from-host", BUSYBOX,
+                "--cmdline", f"{BUSYBOX} cat {BUSYBOX}")  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    with open("/dev/full", "w") as full:
+        vm = subprocess.run(
+            [sys.executable, "-m", "osv", "run", str(image)], stdout=full,
+            stderr=subprocess.PIPE, text=True, timeout=VM_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        host = subprocess.run(
+            [BUSYBOX, "cat", BUSYBOX], stdout=full, stderr=subprocess.PIPE,
+            text=True, timeout=NATIVE_TIMEOUT,
+        )  # fmt: skip
+
+    assert (vm.returncode, vm.stderr) == (host.returncode, host.stderr)
+    assert host.returncode == 1

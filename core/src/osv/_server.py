@@ -70,6 +70,13 @@ FORWARDED_SIGNALS = (
 )
 
 
+# How often the server collects the runs that ended, in milliseconds.
+REAP_INTERVAL_MS = 500
+
+# How often a client whose run waits in the background looks whether it
+# has been brought back to the foreground.
+HELD_POLL_SECONDS = 0.25
+
 # Job-control stops the client applies to itself and to the run.
 STOP_SIGNALS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
@@ -233,15 +240,16 @@ def _converse(connection: _socket.socket, argv: list[str], version: str) -> int 
     for signum in STOP_SIGNALS:
         if signal.getsignal(signum) != signal.SIG_IGN:
             signal.signal(signum, stop)
+    # The wait wakes up now and then: a shell's `fg` on a job that runs in
+    # the background sends no signal, so only a look at the terminal tells
+    # that a held run may go on.
+    connection.settimeout(HELD_POLL_SECONDS)
     while True:
-        if held:
-            connection.settimeout(0.2)
         try:
-            kind = reader.exactly(1, raise_timeout=bool(held))
+            kind = reader.exactly(1, raise_timeout=True)
         except TimeoutError:
-            if not _in_background():
+            if held and not _in_background():
                 del held[:]
-                connection.settimeout(None)
                 try:
                     os.kill(child, signal.SIGCONT)
                 except ProcessLookupError:
@@ -296,6 +304,7 @@ def serve(path: str, version: str, ready=None) -> None:  # noqa: ANN001
     ``ready``, when given, is called once the socket accepts connections.
     """
     import logging
+    import select
 
     logger = logging.getLogger(__name__)
     _prepare_directory(path)
@@ -311,28 +320,56 @@ def serve(path: str, version: str, ready=None) -> None:  # noqa: ANN001
         signum: signal.signal(signum, request_stop)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     }
-    # Children are reaped by the kernel: their statuses reach the clients
-    # through the socket, not through wait().
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     if ready is not None:
         ready()
+    # Besides new clients, the server watches each client's end of its
+    # connection: a client killed outright while its run is stopped (Ctrl-Z,
+    # then SIGKILL) leaves a run that cannot notice by itself, so the server
+    # wakes it with SIGCONT, and it then sees the client gone and ends. The
+    # server's copy of a connection is closed as soon as its run ends (the
+    # children are reaped below), so that a client whose run dies without a
+    # status sees the connection end.
+    poller = select.poll()
+    poller.register(listener, select.POLLIN)
+    clients: dict[int, tuple[object, int]] = {}
     try:
         while not stop:
-            try:
-                connection, _ = listener.accept()
-            except OSError:
+            events = poller.poll(REAP_INTERVAL_MS)
+            _reap(clients, poller)
+            for fd, _ in events:
                 if stop:
                     break
-                raise
-            # The request is read in the child: a client that connects and
-            # sends nothing holds up only its own child, never the server.
-            try:
-                if os.fork() == 0:
-                    _serve_one(connection, listener, version, logger)
-            finally:
-                connection.close()
+                if fd in clients:
+                    connection, pid = clients.pop(fd)
+                    poller.unregister(fd)
+                    connection.close()
+                    try:
+                        os.kill(pid, signal.SIGCONT)
+                    except ProcessLookupError:
+                        pass
+                    continue
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    if stop:
+                        break
+                    raise
+                # The request is read in the child: a client that connects
+                # and sends nothing holds up only its own child.
+                try:
+                    pid = os.fork()
+                    if pid == 0:
+                        for other, _ in clients.values():
+                            other.close()
+                        _serve_one(connection, listener, version, logger)
+                except BaseException:
+                    connection.close()
+                    raise
+                clients[connection.fileno()] = (connection, pid)
+                poller.register(connection, select.POLLRDHUP)
     finally:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for connection, _ in clients.values():
+            connection.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         listener.close()
@@ -341,6 +378,22 @@ def serve(path: str, version: str, ready=None) -> None:  # noqa: ANN001
         except FileNotFoundError:
             pass
         logger.info("stopped serving on %s", path)
+
+
+def _reap(clients: dict, poller) -> None:  # noqa: ANN001
+    """Collect the runs that ended; drop the server's copy of their connections."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        for fd, (connection, child) in list(clients.items()):
+            if child == pid:
+                del clients[fd]
+                poller.unregister(fd)
+                connection.close()
 
 
 def _prepare_directory(path: str) -> None:

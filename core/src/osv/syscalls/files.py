@@ -203,15 +203,25 @@ def sys_sendfile(t, out_fd, in_fd, offset_ptr, count, *_):  # noqa: ANN001, ANN0
     source = _file(t, in_fd)
     target = _file(t, out_fd)
     count = min(count, MAX_RW)
+    # The source's offset moves by what was written, not by what was read:
+    # a write that fails (a full disk, a closed pipe) leaves the data for the
+    # program's fallback to read again, as Linux's sendfile does.
     if offset_ptr:
         offset = s64(t.mm.read_u64(offset_ptr))
-        data = source.pread(count, offset)
-        t.mm.write_u64(offset_ptr, offset + len(data))
+    elif getattr(getattr(source, "vnode", None), "is_reg", False):
+        offset = source.position
     else:
         data = source.read(count)
+        return target.write(data) if data else 0
+    data = source.pread(count, offset)
     if not data:
         return 0
-    return target.write(data)
+    written = target.write(data)
+    if offset_ptr:
+        t.mm.write_u64(offset_ptr, offset + written)
+    else:
+        source.position = offset + written
+    return written
 
 
 # ---- opening and closing ---------------------------------------------------
