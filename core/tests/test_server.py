@@ -328,6 +328,16 @@ def test_a_client_that_sends_nothing_holds_up_no_other(server, image):
     assert server.runs() == 1
 
 
+def test_an_empty_socket_path_is_refused():
+    result = subprocess.run(
+        [sys.executable, "-m", "osv", "serve", "--socket", ""],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert result.stderr == "osv: error: --socket needs a path\n"
+
+
 def test_a_file_in_the_way_of_the_socket_is_left_alone(tmp_path):
     precious = tmp_path / "precious.txt"
     precious.write_text("keep me\n")

@@ -21,6 +21,9 @@ def run(args: argparse.Namespace) -> int:
     import osv
     from osv._server import ServerError, serve, socket_path, warm_up
 
+    if args.socket == "":
+        print("osv: error: --socket needs a path", file=sys.stderr)
+        return 1
     path = args.socket or socket_path()
     warm_up()
 
