@@ -114,6 +114,11 @@ def run_via_server(argv: list[str], version: str) -> int | None:
     # for an already warm server.
     if os.environ.get("OSV_DISABLE_CEXT", "").strip():
         return None
+    # Started in the background of a terminal: in-process, where job
+    # control applies as it does to any program. Decided before connecting,
+    # so that no server forks a child for a request that never comes.
+    if _in_background():
+        return None
     path = socket_path()
     try:
         connection = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -156,10 +161,6 @@ def _in_background() -> bool:
 
 
 def _converse(connection: _socket.socket, argv: list[str], version: str) -> int | None:
-    # Started in the background of a terminal: in-process, where job
-    # control applies as it does to any program.
-    if _in_background():
-        return None
     try:
         cwd = os.getcwd()
     except OSError:
@@ -320,6 +321,8 @@ def serve(path: str, version: str, ready=None) -> None:  # noqa: ANN001
         signum: signal.signal(signum, request_stop)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     }
+    # The runs are reaped below, which an inherited SIG_IGN would prevent.
+    previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     if ready is not None:
         ready()
     # Besides new clients, the server watches each client's end of its
