@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-from run import compile_static, floor_round_trip, fmt, osv, wall  # noqa: E402
+from run import build, compile_static, floor_round_trip, fmt, osv, wall  # noqa: E402
 
 PYTHON = "/usr/bin/python3.11"
 STDLIB = "/usr/lib/python3.11"
@@ -87,11 +87,7 @@ def first_touch_rows(work: Path) -> list[str]:
     """
     program = compile_static("first_touch", work)
     image = work / "first_touch.img"
-    subprocess.run(
-        osv("build", "--fs", "ramfs", "--format", "raw", "-o", str(image),
-            "--from-host", str(program)),
-        check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    build(image, program, str(program))
 
     def parsed(argv: list[str]) -> dict[int, tuple[float, float]]:
         out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
