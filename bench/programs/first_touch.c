@@ -2,8 +2,7 @@
  *
  * Prints one line per mapping size: "<KiB> <first µs/page> <second µs/page>".
  * A first touch costs a page fault natively; in the VM, the host's page
- * fault (backing the frame) plus KVM's shadow fault, which the floor of
- * system calls and guest page faults does not count.
+ * fault (backing the frame) plus KVM's shadow fault.
  */
 #include <stdio.h>
 #include <sys/mman.h>

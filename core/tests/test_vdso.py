@@ -746,6 +746,46 @@ def test_time_functions_and_getcpu_make_no_system_calls(
 
 @needs_kvm
 @needs_gcc
+def test_a_later_vm_takes_the_first_probe_and_still_serves_time(
+    tmp_path: Path,
+    build_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from osv.hv import _machine
+
+    machines = []
+    real_init = _machine.Machine.__init__
+
+    def recording_init(self, phys) -> None:  # noqa: ANN001
+        real_init(self, phys)
+        machines.append(self)
+
+    monkeypatch.setattr(_machine.Machine, "__init__", recording_init)
+    # As in a fresh process: the first VM probes, the second does not.
+    monkeypatch.setattr(_machine, "_probed_trap", None)
+    program = _compile(build_dir, "calls", CALLS_PROGRAM, "-static")
+    image = _image(tmp_path, program)
+    rounds = 50
+
+    first, output = _boot(image, f"{program} {rounds}", capfd)
+    assert first.status == 0 and output == "done 1\n"
+    second, output = _boot(image, f"{program} {rounds}", capfd)
+    assert second.status == 0 and output == "done 1\n"
+
+    assert machines[0].probe_tsc is not None
+    assert machines[1].probe_tsc is None
+    assert machines[1].trap == machines[0].trap
+    # The vDSO serves time in both.
+    monkeypatch.setenv(vdso.DISABLE_VARIABLE, "1")
+    without, output = _boot(image, f"{program} {rounds}", capfd)
+    assert without.status == 0 and output == "done 1\n"
+    for run in (first, second):
+        assert without.syscalls - run.syscalls == rounds * CALLS_PER_ROUND
+
+
+@needs_kvm
+@needs_gcc
 @pytest.mark.parametrize("linking", ["-static", "-no-pie"])
 def test_program_sees_the_vdso_in_auxv_maps_and_symbol_lookups(
     tmp_path: Path, build_dir: Path, linking: str

@@ -288,6 +288,37 @@ def _prot(p_flags: int) -> int:
     return prot
 
 
+def _runs(
+    program: ElfProgram, base: int, span_start: int, span_end: int
+) -> list[list[int]]:
+    """Cut the program's span into areas of one protection: [start, stop, prot].
+
+    Between two consecutive page boundaries of segments, the same segments
+    touch every page, so the pages share the union of their permissions
+    (none for a gap). Neighbours with equal protection are merged, so that
+    /proc/self/maps and mprotect see what Linux would show.
+    """
+    bounds = []
+    cuts = {span_start, span_end}
+    for segment in program.segments:
+        lo = (base + segment.p_vaddr) & ~(PAGE_SIZE - 1)
+        hi = page_align_up(base + segment.p_vaddr + segment.p_memsz)
+        bounds.append((lo, hi, _prot(segment.p_flags)))
+        cuts.update((lo, hi))
+    points = sorted(cuts)
+    runs: list[list[int]] = []
+    for lo, hi in zip(points, points[1:], strict=False):
+        prot = 0
+        for start, stop, flags in bounds:
+            if start <= lo and hi <= stop:
+                prot |= flags
+        if runs and runs[-1][2] == prot:
+            runs[-1][1] = hi
+        else:
+            runs.append([lo, hi, prot])
+    return runs
+
+
 def _check_layout(
     program: ElfProgram, span_start: int, span_end: int, aspace: AddressSpace
 ) -> None:
@@ -340,23 +371,7 @@ def load_program(
     span_end = page_align_up(base + end)
     _check_layout(program, span_start, span_end, aspace)
 
-    page_prot: dict[int, int] = {}
-    for segment in program.segments:
-        lo = (base + segment.p_vaddr) & ~(PAGE_SIZE - 1)
-        hi = page_align_up(base + segment.p_vaddr + segment.p_memsz)
-        for page in range(lo, hi, PAGE_SIZE):
-            page_prot[page] = page_prot.get(page, 0) | _prot(segment.p_flags)
-
-    # One area per run of pages with equal protection, so /proc/self/maps and
-    # mprotect see what Linux would show.
-    runs: list[tuple[int, int, int]] = []
-    for page in range(span_start, span_end, PAGE_SIZE):
-        prot = page_prot.get(page, 0)
-        if runs and runs[-1][2] == prot and runs[-1][1] == page:
-            runs[-1] = (runs[-1][0], page + PAGE_SIZE, prot)
-        else:
-            runs.append((page, page + PAGE_SIZE, prot))
-    for start, stop, prot in runs:
+    for start, stop, prot in _runs(program, base, span_start, span_end):
         aspace.map_area(
             start,
             stop - start,

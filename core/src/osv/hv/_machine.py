@@ -290,6 +290,13 @@ def _segment(seg: _kvm.kvm_segment, selector: int, code: bool, dpl: int) -> None
     seg.unusable = 0
 
 
+# What the first VM of the process found with its start-up probe: how
+# `syscall` reaches the host (TRAP_PORT or TRAP_DOORBELL), and why the counter
+# a program reads in ring 3 cannot serve as its clock (None when it can).
+_probed_trap: int | None = None
+_probed_tsc_verdict: str | None = None
+
+
 class Machine:
     """One VM: its memory slot, CPUID table, guest structures and trap style."""
 
@@ -456,7 +463,16 @@ class Machine:
         return vcpu
 
     def probe(self, vcpu: VCpu) -> int:
-        """Find out whether `syscall` from ring 3 reaches ring 0 (see above)."""
+        """Find out whether `syscall` from ring 3 reaches ring 0 (see above).
+
+        The answer belongs to the host's KVM, not to one VM, so only the
+        first VM of a process runs the probe (a reboot, or a server's runs,
+        then start sooner); the others take its answer.
+        """
+        global _probed_trap
+        if _probed_trap is not None:
+            self.trap = _probed_trap
+            return self.trap
         vcpu.setup(
             entry=MONITOR_BASE + PROBE_GPA,
             stack=0,
@@ -481,7 +497,19 @@ class Machine:
                 f"(probe ended with {_kvm.EXIT_REASON_NAMES.get(reason, reason)}, "
                 f"port {port:#x})"
             )
+        _probed_trap = self.trap
         return self.trap
+
+    @property
+    def tsc_verdict(self) -> str | None:
+        """Why ring 3's counter cannot be the guest's clock, as the vDSO's
+        calibration found after this process's probe; None when it can."""
+        return _probed_tsc_verdict
+
+    @tsc_verdict.setter
+    def tsc_verdict(self, verdict: str | None) -> None:
+        global _probed_tsc_verdict
+        _probed_tsc_verdict = verdict
 
     def kvm_counters(self) -> dict[str, int]:
         """KVM's cumulative counters, summed over every vCPU (empty if not offered)."""

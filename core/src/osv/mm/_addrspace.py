@@ -153,6 +153,10 @@ class VmArea:
         self.may_write = may_write
         #: The FrameLender of a mapping of a file kept in frames, else None.
         self.lender = lender
+        #: For a private file mapping whose own frames hold the file's bytes
+        #: as copied and have never been writable: the file's content token
+        #: then (Vnode.content_token). None otherwise.
+        self.token: object = None
 
     def __repr__(self) -> str:
         return (
@@ -187,6 +191,7 @@ class VmArea:
             may_write=self.may_write,
             lender=self.lender,
         )
+        upper.token = self.token
         if self.pa < 0:
             cut = address >> PAGE_SHIFT
             upper.pages = {vpn: pa for vpn, pa in self.pages.items() if vpn >= cut}
@@ -579,6 +584,8 @@ class AddressSpace:
             if area.borrowed and prot & PROT_WRITE and not area.flags & MAP_SHARED:
                 # A private mapping about to be written becomes a copy.
                 self._unshare(area)
+            if prot & PROT_WRITE:
+                area.token = None
             area.prot = prot
             downgrade = bool(old & ~prot) or (old and not prot)
             if area.pa >= 0:
@@ -597,6 +604,34 @@ class AddressSpace:
                 for pa in area.pages.values():
                     self.phys.zap(pa, 1)
         self._last = None
+
+    def remap_copy(
+        self, start: int, length: int, prot: int, token: object, offset: int
+    ) -> bool:
+        """Serve a fixed private mapping of a file from pages that hold it already.
+
+        A dynamic linker maps a library's whole span first, then each
+        segment over it at the same place of the file. Where every page of
+        [start, start + length) belongs to private copies of the file whose
+        content token is still ``token`` (so neither the file nor the copy
+        has changed) and shows the file from ``offset`` on, the new mapping
+        would copy the same bytes again: the pages only take ``prot``.
+        Returns whether that was done; the caller maps afresh otherwise.
+        """
+        end = start + page_align_up(length)
+        position = start
+        for area in self._overlapping(start, end):
+            if (
+                area.start > position
+                or area.token is not token
+                or area.offset + (position - area.start) != offset + (position - start)
+            ):
+                return False
+            position = area.end
+        if position < end:
+            return False
+        self.protect(start, end - start, prot)
+        return True
 
     def _zap(self, area: VmArea, pa: int, npages: int) -> None:
         """Drop cached translations of ``area``'s frames (see PhysicalMemory.zap)."""

@@ -40,10 +40,10 @@ def _check_range(address: int, length: int) -> None:
         raise SyscallError(errno.EINVAL)
 
 
-def _map_area(mm, start: int, length: int, prot: int, flags: int, **attrs) -> None:  # noqa: ANN001, ANN003
+def _map_area(mm, start: int, length: int, prot: int, flags: int, **attrs):  # noqa: ANN001, ANN003, ANN202
     """map_area, with guest memory running out answered as ENOMEM."""
     try:
-        mm.map_area(start, length, prot, flags, **attrs)
+        return mm.map_area(start, length, prot, flags, **attrs)
     except OutOfMemoryError:
         raise SyscallError(errno.ENOMEM) from None
 
@@ -106,6 +106,10 @@ def sys_mmap(t, addr, length, prot, flags, fd, offset):  # noqa: ANN001
         _check_range(addr, length)
         if flags & MAP_FIXED_NOREPLACE and mm._overlapping(addr, addr + length):
             raise SyscallError(errno.EEXIST)
+        if source is not None and lender is None and in_file == length and not shared:
+            token = source.vnode.content_token()
+            if token is not None and mm.remap_copy(addr, length, prot, token, offset):
+                return addr
         mm.unmap(addr, length)
         start = addr
     else:
@@ -159,7 +163,9 @@ def sys_mmap(t, addr, length, prot, flags, fd, offset):  # noqa: ANN001
             return start
     # A private file mapping is a copy of the file taken now, read straight
     # into the area's frames; the rest of the last page reads as zeros.
-    _map_area(mm, start, in_file, prot, flags, offset=offset, **attrs)
+    area = _map_area(mm, start, in_file, prot, flags, offset=offset, **attrs)
+    if not prot & PROT_WRITE:
+        area.token = source.vnode.content_token()
     done = 0
     for view in mm.kernel_views(start, in_file):
         count = source.preadinto(view, offset + done)

@@ -119,15 +119,23 @@ class TscClock:
             offset, uncertainty = self.measure_offset(vcpu)
         except _kvm.KvmError as exc:
             raise VdsoError(f"cannot read the guest's TSC: {exc}") from None
+        mismatch = None
         if machine.probe_tsc is not None:
             before, seen, after = machine.probe_tsc
             low = before + offset - uncertainty
             high = after + offset + uncertainty
             if not low <= seen <= high:
-                raise VdsoError(
+                mismatch = (
                     f"the TSC read in ring 3 ({seen}) is not the one KVM reports "
                     f"(expected {low}..{high})"
                 )
+            machine.tsc_verdict = mismatch
+        else:
+            # A VM that took an earlier VM's probe result (see Machine.probe)
+            # takes that VM's verdict on the counter too.
+            mismatch = getattr(machine, "tsc_verdict", None)
+        if mismatch is not None:
+            raise VdsoError(mismatch)
         with self._lock:
             self.khz = khz
             self.tsc_offset = offset

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import errno
 import os
 import struct
@@ -60,7 +61,7 @@ class File:
         self.path = path
         self.position = 0
         self._refs = 1
-        self._dirents: list[tuple[bytes, int, int]] | None = None
+        self._dirents: tuple[list[bytes], list[int]] | None = None
         access = flags & O_ACCMODE
         path_only = bool(flags & O_PATH)
         self.readable = not path_only and access in (O_RDONLY, O_RDWR)
@@ -235,37 +236,49 @@ class File:
         vnode = self.vnode
         if not vnode.is_dir:
             raise FsError(errno.ENOTDIR, "not a directory")
-        entries = self._dirents
-        if entries is None or self.position == 0:
-            entries = self._dirents = self._list_directory()
+        listing = self._dirents
+        if listing is None or self.position == 0:
+            listing = self._dirents = self._list_directory()
+        records, ends = listing
 
-        out = bytearray()
+        # ends[i] is where record i ends in the whole listing packed end to
+        # end, so the records that fit are found by one search.
         pos = self.position
-        while pos < len(entries):
-            name, ino, d_type = entries[pos]
-            reclen = (_DIRENT64_HEAD.size + len(name) + 1 + 7) & ~7
-            if len(out) + reclen > bufsize:
-                if not out:
-                    raise FsError(errno.EINVAL, "buffer too small for the next entry")
-                break
-            out += _DIRENT64_HEAD.pack(ino, pos + 1, reclen, d_type)
-            out += name
-            out += bytes(reclen - _DIRENT64_HEAD.size - len(name))
-            pos += 1
-        self.position = pos
-        return bytes(out)
+        if pos >= len(records):
+            return b""
+        before = ends[pos - 1] if pos else 0
+        stop = bisect.bisect_right(ends, before + bufsize, pos)
+        if stop == pos:
+            raise FsError(errno.EINVAL, "buffer too small for the next entry")
+        self.position = stop
+        return b"".join(records[pos:stop])
 
-    def _list_directory(self) -> list[tuple[bytes, int, int]]:
+    def _list_directory(self) -> tuple[list[bytes], list[int]]:
+        """The directory's entries as packed ``linux_dirent64`` records, and
+        the running total of their lengths."""
         vnode = self.vnode
         try:
             parent_ino = vnode.lookup("..").ino
         except FsError:
             parent_ino = vnode.ino
-        entries = [(b".", vnode.ino, DT_DIR), (b"..", parent_ino, DT_DIR)]
-        entries.extend(
-            (os.fsencode(name), ino, d_type) for name, ino, d_type in vnode.readdir()
-        )
-        return entries
+        entries = [(".", vnode.ino, DT_DIR), ("..", parent_ino, DT_DIR)]
+        entries.extend(vnode.readdir())
+        head, pack, fsencode = _DIRENT64_HEAD.size, _DIRENT64_HEAD.pack, os.fsencode
+        records = []
+        ends = []
+        total = 0
+        for position, (name, ino, d_type) in enumerate(entries, 1):
+            raw = fsencode(name)
+            # The name, its NUL and padding to 8 bytes follow the fixed head.
+            reclen = (head + len(raw) + 8) & ~7
+            records.append(
+                pack(ino, position, reclen, d_type)
+                + raw
+                + bytes(reclen - head - len(raw))
+            )
+            total += reclen
+            ends.append(total)
+        return records, ends
 
     # -- devices and readiness ------------------------------------------------
 

@@ -421,6 +421,13 @@ class RamFile(Vnode):
             return data[: self.size]
         return None
 
+    def content_token(self) -> object | None:
+        # Shared bytes are never changed in place: a write replaces them.
+        data = self.data
+        if type(data) is memoryview and self.lower is None and self.chunks is None:
+            return data
+        return None
+
     def share(self, content: memoryview) -> None:
         """Make ``content`` the file's data without copying it (copied on write).
 

@@ -223,6 +223,17 @@ class Vnode:
         """
         return None
 
+    def content_token(self) -> object | None:
+        """An object that stands for the file's bytes while they cannot change.
+
+        The same object is answered until the bytes change, and a changed
+        file answers another object or None; None also means the file system
+        cannot promise this. The kernel uses it to tell that a copy of the
+        file it made earlier still holds the file's bytes. The default is
+        None.
+        """
+        return None
+
     def mapped_frames(self, offset: int, length: int) -> list[tuple[int, int]] | None:
         """Guest frames that hold the file from ``offset``, for mmap; None to copy.
 
