@@ -285,8 +285,21 @@ int main(int argc, char **argv) {
     char *c = mmap(0, 16 * pg, PROT_READ, MAP_PRIVATE, fd, 0);
     long offset = strcmp(what, "shifted") ? 4 * pg : 9 * pg;
     if (!strcmp(what, "changed")) pwrite(fd, "Z", 1, 5 * pg);
+    char renamed[4096];
+    snprintf(renamed, sizeof renamed, "%s.new", argv[2]);
+    if (!strcmp(what, "renamed")) rename(argv[2], renamed);
     mmap(c + 4 * pg, 4 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd,
          offset);
+    /* The new mapping's line names the file as it is called now. */
+    char line[4096], *name = "-";
+    unsigned long from, to, overlay = (unsigned long)(c + 4 * pg);
+    FILE *maps = fopen("/proc/self/maps", "r");
+    while (fgets(line, sizeof line, maps))
+        if (sscanf(line, "%lx-%lx", &from, &to) == 2 && from <= overlay
+            && overlay < to && strrchr(line, '/'))
+            name = strdup(strrchr(line, '/') + 1);
+    name[strcspn(name, "\n")] = 0;
+    printf("named %s, ", name);
     printf("page 5 %d, ", c[5 * pg]);
     printf("poke %d %d ", poke(c + 3 * pg), poke(c + 5 * pg));
     if (!strcmp(what, "written"))
@@ -300,7 +313,7 @@ int main(int argc, char **argv) {
 """
 
 
-@pytest.mark.parametrize("what", ["same", "shifted", "changed", "written"])
+@pytest.mark.parametrize("what", ["same", "shifted", "changed", "written", "renamed"])
 def test_fixed_mapping_over_a_copy_of_its_file_is_a_new_mapping(tmp_path, what):
     program, data, image = _workbench(tmp_path, "overlay", OVERLAY)
     _compare([str(program), what, str(data)], image, data)

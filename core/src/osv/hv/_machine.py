@@ -292,9 +292,11 @@ def _segment(seg: _kvm.kvm_segment, selector: int, code: bool, dpl: int) -> None
 
 # What the first VM of the process found with its start-up probe: how
 # `syscall` reaches the host (TRAP_PORT or TRAP_DOORBELL), and why the counter
-# a program reads in ring 3 cannot serve as its clock (None when it can).
+# a program reads in ring 3 cannot serve as its clock (None when it can; the
+# vDSO's calibration checks it against the probe's reading).
+_TSC_NOT_CHECKED = "no start-up probe of this process checked the counter"
 _probed_trap: int | None = None
-_probed_tsc_verdict: str | None = None
+_probed_tsc_verdict: str | None = _TSC_NOT_CHECKED
 
 
 class Machine:
@@ -465,14 +467,16 @@ class Machine:
     def probe(self, vcpu: VCpu) -> int:
         """Find out whether `syscall` from ring 3 reaches ring 0 (see above).
 
-        The answer belongs to the host's KVM, not to one VM, so only the
-        first VM of a process runs the probe (a reboot, or a server's runs,
-        then start sooner); the others take its answer.
+        The answer belongs to the host's KVM, not to one VM, so once a VM of
+        the process has run the probe and the vDSO's calibration has judged
+        the counter by it, later VMs (a reboot, a server's runs) take both
+        answers and start sooner.
         """
-        global _probed_trap
-        if _probed_trap is not None:
+        global _probed_trap, _probed_tsc_verdict
+        if _probed_trap is not None and _probed_tsc_verdict != _TSC_NOT_CHECKED:
             self.trap = _probed_trap
             return self.trap
+        _probed_tsc_verdict = _TSC_NOT_CHECKED
         vcpu.setup(
             entry=MONITOR_BASE + PROBE_GPA,
             stack=0,
@@ -503,7 +507,8 @@ class Machine:
     @property
     def tsc_verdict(self) -> str | None:
         """Why ring 3's counter cannot be the guest's clock, as the vDSO's
-        calibration found after this process's probe; None when it can."""
+        calibration found after this process's probe; None when it can.
+        Until a calibration checks it, the counter is not trusted."""
         return _probed_tsc_verdict
 
     @tsc_verdict.setter

@@ -606,7 +606,13 @@ class AddressSpace:
         self._last = None
 
     def remap_copy(
-        self, start: int, length: int, prot: int, token: object, offset: int
+        self,
+        start: int,
+        length: int,
+        prot: int,
+        token: object,
+        offset: int,
+        name: str,
     ) -> bool:
         """Serve a fixed private mapping of a file from pages that hold it already.
 
@@ -615,8 +621,9 @@ class AddressSpace:
         [start, start + length) belongs to private copies of the file whose
         content token is still ``token`` (so neither the file nor the copy
         has changed) and shows the file from ``offset`` on, the new mapping
-        would copy the same bytes again: the pages only take ``prot``.
-        Returns whether that was done; the caller maps afresh otherwise.
+        would copy the same bytes again: the pages only take ``prot``, and
+        ``name`` (the file's path now) for /proc/self/maps. Returns whether
+        that was done; the caller maps afresh otherwise.
         """
         end = start + page_align_up(length)
         position = start
@@ -631,6 +638,8 @@ class AddressSpace:
         if position < end:
             return False
         self.protect(start, end - start, prot)
+        for area in self._isolate(start, end):
+            area.name = name
         return True
 
     def _zap(self, area: VmArea, pa: int, npages: int) -> None:

@@ -108,7 +108,10 @@ def sys_mmap(t, addr, length, prot, flags, fd, offset):  # noqa: ANN001
             raise SyscallError(errno.EEXIST)
         if source is not None and lender is None and in_file == length and not shared:
             token = source.vnode.content_token()
-            if token is not None and mm.remap_copy(addr, length, prot, token, offset):
+            name = t.vfs.fd_target(source)
+            if token is not None and mm.remap_copy(
+                addr, length, prot, token, offset, name
+            ):
                 return addr
         mm.unmap(addr, length)
         start = addr
