@@ -17,12 +17,14 @@ pytestmark = pytest.mark.skipif(
 # every page, catching faults with a SIGSEGV handler.
 PROBE = r"""
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static sigjmp_buf jump;
@@ -53,6 +55,12 @@ int main(int argc, char **argv) {
         mprotect(middle, pg, PROT_READ | PROT_WRITE);
     }
     if (!strcmp(what, "readonly")) mprotect(middle, 2 * pg, PROT_READ);
+    if (!strcmp(what, "pkey")) {
+        /* Key -1 is plain mprotect; a key never allocated is refused. */
+        syscall(SYS_pkey_mprotect, middle, 2 * pg, PROT_READ, -1);
+        long refused = syscall(SYS_pkey_mprotect, middle, pg, PROT_NONE, 5);
+        printf("key 5: %ld %s ", refused, refused ? strerror(errno) : "");
+    }
     if (!strcmp(what, "fixed"))
         mmap(middle, pg, PROT_READ | PROT_WRITE,
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
@@ -66,15 +74,18 @@ int main(int argc, char **argv) {
 PAGES = b"".join(bytes([i + 1]) * 4096 for i in range(16))
 
 
-def _workbench(work: Path, name: str, source: str) -> tuple[Path, Path, Path]:
-    """Compile ``source``, write a 16-page data file (page i holds i + 1) and
-    build an image with both; return the program, the file and the image."""
+def _workbench(
+    work: Path, name: str, source: str, content: bytes = PAGES
+) -> tuple[Path, Path, Path]:
+    """Compile ``source``, write ``content`` (by default 16 pages, page i
+    holding i + 1) to a data file and build an image with both; return the
+    program, the file and the image."""
     source_file = work / f"{name}.c"
     source_file.write_text(source)
     program = work / name
     subprocess.run(["gcc", "-O1", "-static", "-o", program, source_file], check=True)
     data = work / "pages.bin"
-    data.write_bytes(PAGES)
+    data.write_bytes(content)
     image = work / f"{name}.img"
     built = subprocess.run(
         [sys.executable, "-m", "osv", "build", "--fs", "ramfs", "--format", "raw",
@@ -85,11 +96,11 @@ def _workbench(work: Path, name: str, source: str) -> tuple[Path, Path, Path]:
     return program, data, image
 
 
-def _compare(argv: list[str], image: Path, data: Path) -> None:
+def _compare(argv: list[str], image: Path, data: Path, content: bytes = PAGES) -> None:
     """Run ``argv`` natively and in the VM; the last lines must agree."""
     native = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert native.returncode == 0, native.stderr
-    data.write_bytes(PAGES)  # the native run may have changed it
+    data.write_bytes(content)  # the native run may have changed it
     ours = subprocess.run(
         [sys.executable, "-m", "osv", "run", "-m", "256M", "-e", " ".join(argv),
          str(image)],
@@ -104,7 +115,9 @@ def prober(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return _workbench(tmp_path_factory.mktemp("splits"), "probe", PROBE)
 
 
-@pytest.mark.parametrize("what", ["munmap", "mprotect", "restore", "readonly", "fixed"])
+@pytest.mark.parametrize(
+    "what", ["munmap", "mprotect", "restore", "readonly", "pkey", "fixed"]
+)
 @pytest.mark.parametrize("backing", ["anonymous", "file"])
 def test_changing_one_page_of_a_mapping_changes_only_that_page(prober, what, backing):
     program, data, image = prober
@@ -288,8 +301,8 @@ int main(int argc, char **argv) {
     char renamed[4096];
     snprintf(renamed, sizeof renamed, "%s.new", argv[2]);
     if (!strcmp(what, "renamed")) rename(argv[2], renamed);
-    mmap(c + 4 * pg, 4 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd,
-         offset);
+    int prot = strcmp(what, "readonly") ? PROT_READ | PROT_WRITE : PROT_READ;
+    mmap(c + 4 * pg, 4 * pg, prot, MAP_PRIVATE | MAP_FIXED, fd, offset);
     /* The new mapping's line names the file as it is called now. */
     char line[4096], *name = "-";
     unsigned long from, to, overlay = (unsigned long)(c + 4 * pg);
@@ -313,7 +326,13 @@ int main(int argc, char **argv) {
 """
 
 
-@pytest.mark.parametrize("what", ["same", "shifted", "changed", "written", "renamed"])
-def test_fixed_mapping_over_a_copy_of_its_file_is_a_new_mapping(tmp_path, what):
-    program, data, image = _workbench(tmp_path, "overlay", OVERLAY)
-    _compare([str(program), what, str(data)], image, data)
+@pytest.mark.parametrize(
+    "what", ["same", "readonly", "shifted", "changed", "written", "renamed"]
+)
+# A file of at least 1 MiB is kept in guest frames that mappings borrow; a
+# smaller one is copied into each mapping.
+@pytest.mark.parametrize("size", [len(PAGES), 2 << 20])
+def test_fixed_mapping_over_a_copy_of_its_file_is_a_new_mapping(tmp_path, what, size):
+    content = PAGES.ljust(size, b"\0")
+    program, data, image = _workbench(tmp_path, "overlay", OVERLAY, content)
+    _compare([str(program), what, str(data)], image, data, content)

@@ -605,32 +605,42 @@ class AddressSpace:
                     self.phys.zap(pa, 1)
         self._last = None
 
-    def remap_copy(
+    def remap_file(
         self,
         start: int,
         length: int,
         prot: int,
-        token: object,
         offset: int,
         name: str,
+        token: object = None,
+        lender: FrameLender | None = None,
     ) -> bool:
         """Serve a fixed private mapping of a file from pages that hold it already.
 
         A dynamic linker maps a library's whole span first, then each
         segment over it at the same place of the file. Where every page of
-        [start, start + length) belongs to private copies of the file whose
-        content token is still ``token`` (so neither the file nor the copy
-        has changed) and shows the file from ``offset`` on, the new mapping
-        would copy the same bytes again: the pages only take ``prot``, and
-        ``name`` (the file's path now) for /proc/self/maps. Returns whether
-        that was done; the caller maps afresh otherwise.
+        [start, start + length) shows the file from ``offset`` on, either
+        as a private copy whose content token is still ``token`` (so
+        neither the file nor the copy has changed) or as frames borrowed
+        from ``lender`` (the file's own), the new mapping would map the same
+        bytes again: the pages only take ``prot``, and ``name`` (the file's
+        path now) for /proc/self/maps. Returns whether that was done; the
+        caller maps afresh otherwise.
         """
+        if token is None and lender is None:
+            return False
         end = start + page_align_up(length)
         position = start
         for area in self._overlapping(start, end):
+            same = (token is not None and area.token is token) or (
+                lender is not None
+                and area.lender is lender
+                and area.borrowed
+                and not area.flags & MAP_SHARED
+            )
             if (
-                area.start > position
-                or area.token is not token
+                not same
+                or area.start > position
                 or area.offset + (position - area.start) != offset + (position - start)
             ):
                 return False

@@ -106,12 +106,10 @@ def sys_mmap(t, addr, length, prot, flags, fd, offset):  # noqa: ANN001
         _check_range(addr, length)
         if flags & MAP_FIXED_NOREPLACE and mm._overlapping(addr, addr + length):
             raise SyscallError(errno.EEXIST)
-        if source is not None and lender is None and in_file == length and not shared:
-            token = source.vnode.content_token()
+        if source is not None and in_file == length and not shared:
+            token = None if lender is not None else source.vnode.content_token()
             name = t.vfs.fd_target(source)
-            if token is not None and mm.remap_copy(
-                addr, length, prot, token, offset, name
-            ):
+            if mm.remap_file(addr, length, prot, offset, name, token, lender):
                 return addr
         mm.unmap(addr, length)
         start = addr
@@ -199,6 +197,18 @@ def sys_mprotect(t, addr, length, prot, *_):  # noqa: ANN001, ANN002
     except MappingDenied:
         raise SyscallError(errno.EACCES) from None
     return 0
+
+
+def sys_pkey_mprotect(t, addr, length, prot, pkey, *_):  # noqa: ANN001, ANN002
+    """mprotect with a protection key; only key -1 (none) exists here.
+
+    The guest is given no protection keys (pkey_alloc is not offered), so
+    any other key is one the program never allocated: EINVAL, as on Linux.
+    """
+    if s32(pkey) != -1:
+        logger.info("pkey_mprotect: protection key %d was never allocated", s32(pkey))
+        raise SyscallError(errno.EINVAL)
+    return sys_mprotect(t, addr, length, prot)
 
 
 def sys_brk(t, addr, *_):  # noqa: ANN001, ANN002
@@ -384,6 +394,7 @@ SYSCALLS = {
     NUMBERS["mmap"]: sys_mmap,
     NUMBERS["munmap"]: sys_munmap,
     NUMBERS["mprotect"]: sys_mprotect,
+    NUMBERS["pkey_mprotect"]: sys_pkey_mprotect,
     NUMBERS["brk"]: sys_brk,
     NUMBERS["madvise"]: sys_madvise,
     NUMBERS["mremap"]: sys_mremap,
