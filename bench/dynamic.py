@@ -27,7 +27,15 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-from run import build, compile_static, floor_round_trip, fmt, osv, wall  # noqa: E402
+from run import (  # noqa: E402
+    build,
+    compile_static,
+    floor_round_trip,
+    fmt,
+    osv,
+    served_runs,
+    wall,
+)
 
 PYTHON = "/usr/bin/python3.11"
 STDLIB = "/usr/lib/python3.11"
@@ -54,13 +62,13 @@ def native_page_faults(argv: list[str]) -> int:
     return (after.ru_minflt - before.ru_minflt) + (after.ru_majflt - before.ru_majflt)
 
 
-def in_vm_counts(image: Path, cmdline: str, runs: int = 3) -> dict:
-    """Counts and times of in-process runs of ``cmdline`` (medians over ``runs``).
+def in_vm_counts(image: Path, cmdline: str, runs: int) -> dict:
+    """Counts and the median time of ``runs`` in-process runs of ``cmdline``.
 
     The first boot in a process also imports the kernel's modules, which is
     interpreter start-up rather than the program's run, so one unmeasured
-    boot comes first. ``kvm`` holds KVM's own counters for the run (every
-    exit, including those KVM serves itself), when KVM offers them.
+    boot comes first. ``kvm`` holds KVM's own counters for the last run
+    (every exit, including those KVM serves itself), when KVM offers them.
     """
     from osv.boot._sequence import BootConfig, Console, boot
 
@@ -80,12 +88,14 @@ def in_vm_counts(image: Path, cmdline: str, runs: int = 3) -> dict:
         return result, total - result.boot_ns / 1e6
 
     once()
-    measured = [once() for _ in range(runs)]
-    result = measured[-1][0]
+    in_vm = []
+    for _ in range(runs):
+        result, ms = once()
+        in_vm.append(ms)
     return {
         "syscalls": result.syscalls,
         "faults": result.faults,
-        "in_vm": statistics.median(ms for _, ms in measured),
+        "in_vm": statistics.median(in_vm),
         "kvm": dict(getattr(result, "kvm", None) or {}),
     }
 
@@ -162,7 +172,7 @@ def first_touch_rows(work: Path) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--output", default=str(HERE / "RESULTS-dynamic.md"))
     args = parser.parse_args()
     if not os.path.exists(PYTHON):
@@ -188,20 +198,23 @@ def main() -> int:
             "touch of a page traps to KVM, which maps that page and up to seven "
             "neighbours; the first floor column leaves these traps out, as this "
             "file did before they were measured. `osv run` is the whole process "
-            "(interpreter start-up, boot and the program); the in-VM column is "
+            "(interpreter start-up, boot and the program), in-process or handed "
+            "to a running `osv serve`; the in-VM column is "
             "boot() in an already started interpreter that has booted once "
             "before (so the kernel's modules are imported), minus the kernel's "
-            "boot; median of 3. The last two columns are KVM's own counters "
+            "boot. Each figure is the median of its runs. The last two "
+            "columns are KVM's own counters "
             "(its binary statistics): every exit of the vCPUs, including those "
             "KVM serves without us, and the shadow page faults it fixed. The "
             "native run's page faults (minor and major, from getrusage) are "
             "beside them.",
             "",
-            "| workload | native ms | `osv run` ms | in-VM ms "
+            "| workload | native ms | `osv run` ms | `osv run` with `osv serve` ms "
+            "| in-VM ms "
             "| floor without shadow faults ms | in-VM / that | floor ms "
             "| in-VM / floor | system calls | page faults | exits to the kernel "
             "| all KVM exits | shadow page faults | native page faults |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         data = work / "sort-input.txt"
         rng = random.Random(7)
@@ -232,16 +245,19 @@ def main() -> int:
         ]
         for label, argv in workloads:
             cmdline = " ".join(f'"{word}"' for word in argv)
-            native = wall(argv, args.runs)
             ours = wall(osv("run", "-e", cmdline, str(image)), args.runs)
-            counts = in_vm_counts(image, cmdline)
+            served = served_runs(work, osv("run", "-e", cmdline, str(image)), args.runs)
+            # Native runs back to back, apart from the VM's: each warms the
+            # caches for the next, so native is at its best.
+            native = wall(argv, args.runs)
+            counts = in_vm_counts(image, cmdline, args.runs)
             calls, faults, in_vm = counts["syscalls"], counts["faults"], counts["in_vm"]
             kvm = counts["kvm"]
             traps = statistics.median(native) + (calls + faults) * trap_us / 1000
             shadow = kvm.get("pf_fixed", 0)
             floor = traps + shadow * fault_us / 1000
             rows.append(
-                f"| {label} | {fmt(native)} | {fmt(ours)} | {in_vm:.1f} "
+                f"| {label} | {fmt(native)} | {fmt(ours)} | {fmt(served)} | {in_vm:.1f} "
                 f"| {traps:.1f} | {in_vm / traps:.2f} | {floor:.1f} "
                 f"| {in_vm / floor:.2f} | {calls} | {faults} | {calls + faults} "
                 f"| {kvm.get('exits', '-')} | {kvm.get('pf_fixed', '-')} "
