@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import errno
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from osv.mm._pagetable import HUGE_MASK, HUGE_SIZE, PTE_NX, PTE_RW, PTE_US, PageTable
@@ -881,19 +882,25 @@ class AddressSpace:
 
     # ---- reporting ---------------------------------------------------------
 
-    def maps_text(self) -> str:
-        """/proc/self/maps: adjacent areas with equal attributes shown as one line."""
+    def maps_text(self, name_of: Callable[[VmArea], str] | None = None) -> str:
+        """/proc/self/maps: adjacent areas with equal attributes shown as one line.
+
+        ``name_of`` gives each area's name as it should read now (a file
+        renamed or removed since it was mapped); without it, the name the
+        area was mapped under.
+        """
         lines = []
         previous: VmArea | None = None
         for area in self.areas:
             if area.hidden:
                 continue
+            name = area.name if name_of is None else name_of(area)
             if (
                 previous is not None
                 and previous.end == area.start
                 and previous.prot == area.prot
                 and previous.flags == area.flags
-                and previous.name == area.name
+                and previous.name == name
                 and previous.device == area.device
                 and previous.inode == area.inode
                 and (
@@ -901,20 +908,20 @@ class AddressSpace:
                     or previous.offset + (previous.end - previous.start) == area.offset
                 )
             ):
-                previous = VmArea(
-                    previous.start,
-                    area.end,
-                    previous.prot,
-                    previous.flags,
-                    name=previous.name,
-                    offset=previous.offset,
-                    device=previous.device,
-                    inode=previous.inode,
-                )
+                previous.end = area.end
                 lines[-1] = previous.maps_line()
                 continue
-            previous = area
-            lines.append(area.maps_line())
+            previous = VmArea(
+                area.start,
+                area.end,
+                area.prot,
+                area.flags,
+                name=name,
+                offset=area.offset,
+                device=area.device,
+                inode=area.inode,
+            )
+            lines.append(previous.maps_line())
         return "".join(line + "\n" for line in lines)
 
     @property

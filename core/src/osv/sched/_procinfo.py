@@ -6,6 +6,7 @@ import time
 
 from osv.sched._sigqueue import SIG_IGN, bit
 from osv.sched._task import current_task
+from osv.vfs import FsError
 
 
 class ProcessInfo:
@@ -37,7 +38,22 @@ class ProcessInfo:
         return b"".join(arg.encode() + b"\0" for arg in self._process.argv)
 
     def maps_text(self) -> str:
-        return self._process.mm.maps_text()
+        process = self._process
+        vfs = process.vfs
+
+        def name_of(area) -> str:  # noqa: ANN001 - osv.mm.VmArea
+            # A file mapping names the file as it is called now, as Linux
+            # does: renamed, or marked "(deleted)" once removed.
+            vnode = area.vnode
+            if vnode is None or getattr(vnode, "mount", None) is None:
+                return area.name
+            try:
+                return vfs.realpath(vnode)
+            except FsError:
+                name = area.name
+                return name if name.endswith(" (deleted)") else f"{name} (deleted)"
+
+        return process.mm.maps_text(name_of)
 
     def status_text(self) -> str:
         process = self._process

@@ -237,17 +237,21 @@ def sys_mremap(t, old_addr, old_size, new_size, flags, new_addr, *_):  # noqa: A
     area = mm.find(old_addr)
     if flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE:
         raise SyscallError(errno.EINVAL)
-    if area is not None and area.lender is not None:
+    if area is None:
+        raise SyscallError(errno.EFAULT)
+    if not flags & MREMAP_FIXED and new_size <= old_size:
+        # As on Linux, shrinking in place unmaps the tail whatever mappings
+        # it crosses; only growing and moving need one mapping.
+        if new_size < old_size:
+            mm.unmap(old_addr + new_size, old_size - new_size)
+        return old_addr
+    if area.lender is not None:
         return _remap_lent(mm, area, old_addr, old_size, new_size, flags, new_addr)
-    if area is None or old_addr + old_size > area.end:
+    if old_addr + old_size > area.end:
         raise SyscallError(errno.EFAULT)
     if flags & MREMAP_FIXED:
         target = new_addr
         mm.unmap(target, new_size)
-    elif new_size <= old_size:
-        if new_size < old_size:
-            mm.unmap(old_addr + new_size, old_size - new_size)
-        return old_addr
     elif not mm._overlapping(old_addr + old_size, old_addr + new_size):
         mm.map_area(
             old_addr + old_size,
@@ -334,10 +338,6 @@ def _remap_lent(mm, area, old_addr, old_size, new_size, flags, new_addr) -> int:
             )
 
     if not flags & MREMAP_FIXED:
-        if new_size <= old_size:
-            if new_size < old_size:
-                mm.unmap(old_addr + new_size, old_size - new_size)
-            return old_addr
         grown = old_addr + old_size
         if not mm._overlapping(grown, old_addr + new_size):
             map_file(grown, offset + old_size, new_size - old_size)
