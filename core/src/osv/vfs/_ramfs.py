@@ -380,8 +380,10 @@ class RamFile(Vnode):
         self.chunks: list[int | None] | None = None
         self._opens = 0
         # Address spaces that map the file's frames. Weak: an address space
-        # that nothing else holds maps nothing any more.
-        self._spaces: weakref.WeakSet[AddressSpace] = weakref.WeakSet()
+        # that nothing else holds maps nothing any more. Made on the first
+        # mapping: an image's tree holds thousands of files, most never
+        # mapped, and a WeakSet costs about as much to make as the file.
+        self._spaces: weakref.WeakSet[AddressSpace] | None = None
 
     def open(self, flags: int, path: str) -> File:
         return RamOpenFile(self, flags, path)
@@ -620,11 +622,14 @@ class RamFile(Vnode):
         return runs
 
     def lent(self, space: AddressSpace) -> None:
+        if self._spaces is None:
+            self._spaces = weakref.WeakSet()
         self._spaces.add(space)
 
     def returned(self, space: AddressSpace) -> None:
         if not space.maps_lender(self):
-            self._spaces.discard(space)
+            if self._spaces is not None:
+                self._spaces.discard(space)
             self._release_if_unused()
 
     def opened(self) -> None:
@@ -643,7 +648,7 @@ class RamFile(Vnode):
 
     def _release_if_unused(self) -> None:
         """Give the file's memory back once nothing can reach its bytes."""
-        if self.nlink > 0 or self._opens > 0 or len(self._spaces):
+        if self.nlink > 0 or self._opens > 0 or self._spaces:
             return
         chunks = self.chunks
         if chunks is not None:
@@ -762,7 +767,7 @@ class RamFile(Vnode):
             self.mount.frames.discard(page, whole)
 
     def _refit_mappings(self) -> None:
-        for space in list(self._spaces):
+        for space in list(self._spaces or ()):
             space.refit_lender(self, self.size)
 
 
