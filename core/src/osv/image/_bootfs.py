@@ -8,8 +8,6 @@ import struct
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
-from osv._record import FrozenRecord
-
 from ._errors import BootfsError
 
 if TYPE_CHECKING:
@@ -45,17 +43,17 @@ BOOTFS_NAME_MAX = 110
 _COPY_CHUNK = 1 << 20
 
 
-class BootfsRecord(FrozenRecord):
-    """One metadata record; ``offset`` and ``size`` locate its content."""
+class BootfsRecord(NamedTuple):
+    """One metadata record; ``offset`` and ``size`` locate its content.
 
-    __slots__ = ("name", "type", "offset", "size")
+    A named tuple: a boot reads every record of the image's tree, and a
+    tuple is the cheapest record to make.
+    """
 
-    def __init__(self, name: str, type: int, offset: int, size: int) -> None:
-        define = object.__setattr__
-        define(self, "name", name)
-        define(self, "type", type)
-        define(self, "offset", offset)
-        define(self, "size", size)
+    name: str
+    type: int
+    offset: int
+    size: int
 
     @property
     def is_directory(self) -> bool:
