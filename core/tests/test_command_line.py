@@ -1,8 +1,10 @@
 """The application command line: OSv's grammar, $VAR expansion and runscript."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from osv.boot import Command, CommandLineError, parse_command_line
+from osv.boot import Command, CommandLineError, parse_command_line, quote_word
 
 
 def parse(text, env=None, files=None):
@@ -269,3 +271,39 @@ def test_runscript_problem_is_a_command_line_error(text, files, complaint):
 def test_runscript_without_a_file_reader_is_an_error():
     with pytest.raises(CommandLineError, match="no file reader"):
         parse_command_line("runscript /s", {})
+
+
+# ---------------------------------------------------------------------------
+# Writing a word (osv build's default command line)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "word",
+    [
+        "/usr/bin/python3",
+        "/tmp/odd dir/my echo",
+        'a&b!"x;y',
+        "back\\slash",
+        "tab\there",
+        "new\nline",
+        '"starts quoted',
+        "",
+    ],
+)
+def test_a_quoted_word_reads_back_as_itself(word):
+    assert parse(quote_word(word) + " next") == [([word, "next"], "")]
+
+
+def test_plain_words_stay_bare():
+    assert quote_word("/usr/bin/python3.11") == "/usr/bin/python3.11"
+
+
+def test_a_word_with_a_dollar_cannot_be_written():
+    with pytest.raises(CommandLineError, match=r"\$"):
+        quote_word("/opt/a$b")
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="$\0"), max_size=40))
+def test_any_word_without_a_dollar_reads_back_as_itself(word):
+    assert parse(quote_word(word)) == [([word], "")]

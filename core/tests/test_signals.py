@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -1132,3 +1133,78 @@ def test_registers_are_found_and_set_at_every_stop_a_signal_can_meet() -> None:
         assert vcpu.registers() == wanted
     finally:
         machine.close()
+
+
+# Waits for a signal sent from outside; "handle" installs a handler that
+# reports it and exits with 7.
+OUTSIDE_C = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Only async-signal-safe calls in the handler: the signal may arrive while
+   the program is still inside its own write of "ready". */
+static void report(int sig) {
+    char line[] = "got 0\n";
+    line[4] = '0' + sig % 10;
+    write(1, line, sizeof line - 1);
+    _exit(7);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "handle")) {
+        signal(SIGINT, report);
+        signal(SIGTERM, report);
+    }
+    write(1, "ready\n", 6);
+    for (;;)
+        pause();
+}
+"""
+
+
+def _signalled(argv: list[str], sig: int) -> tuple[int, str]:
+    """Start ``argv``, send ``sig`` once it says it is ready; its status and output."""
+    child = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
+    try:
+        lines = []
+        while not lines or lines[-1] != "ready\n":
+            line = child.stdout.readline()
+            assert line, f"{argv} ended before it was ready: {lines}"
+            lines.append(line)
+        child.send_signal(sig)
+        rest = child.stdout.read()
+        return shell_status(child.wait(timeout=60)), rest
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+
+
+@needs_kvm
+@needs_gcc
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("mode", ["handle", "default"])
+def test_a_signal_sent_to_osv_run_reaches_the_program(
+    tmp_path: Path, sig: int, mode: str
+) -> None:
+    source = tmp_path / "outside.c"
+    source.write_text(OUTSIDE_C)
+    path = tmp_path / "outside"
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(path), str(source)], check=True)
+    image = tmp_path / "outside.img"
+    built = osv(
+        "build", "--fs", "ramfs", "-o", str(image), "--from-host", str(path),
+        "--cmdline", f"{path} {mode}",
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+
+    native = _signalled([str(path), mode], sig)
+    ours = _signalled([sys.executable, "-m", "osv", "run", str(image)], sig)
+    assert ours == native
+    assert native == ((7, f"got {sig % 10}\n") if mode == "handle" else (128 + sig, ""))

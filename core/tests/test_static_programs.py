@@ -111,6 +111,23 @@ def test_arguments_environment_and_exit_status_match_native(
     assert vm.returncode == int(status)
 
 
+@pytest.mark.parametrize("name", ["echo args", 'a&b;c!"d'])
+def test_a_program_at_an_odd_path_boots_without_a_command_line(
+    tmp_path: Path,
+    compile_program,
+    name: str,  # noqa: ANN001
+) -> None:
+    # osv build then writes the path in the command line's own quoting.
+    program = tmp_path / "odd dir" / name
+    program.parent.mkdir()
+    shutil.copy(compile_program("echo_args"), program)
+    image = tmp_path / "odd.img"
+    built = osv("build", "--fs", "ramfs", "-o", str(image), "--from-host", str(program))
+    assert built.returncode == 0, built.stderr
+    vm = osv("run", str(image), timeout=VM_TIMEOUT)
+    assert_same(vm, run_native([str(program)]))
+
+
 @pytest.mark.parametrize("variant", [v for v, _ in COMPILERS])
 def test_files_in_image_and_tmp_match_native(
     tmp_path: Path,

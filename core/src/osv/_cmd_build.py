@@ -6,7 +6,6 @@ import argparse
 import io
 import logging
 import os
-import shlex
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     import osv
     from osv import _plugins
     from osv._cmd_mkfs import filesystem_class, make_filesystem
+    from osv.boot import CommandLineError, quote_word
     from osv.image import (
         ImageDescriptor,
         ImageError,
@@ -154,7 +154,12 @@ def run(args: argparse.Namespace) -> int:
                 "no --cmdline given and not exactly one executable program among "
                 "--from-host (give the command line with --cmdline)"
             )
-        cmdline = shlex.quote(os.path.abspath(programs[0]))
+        try:
+            cmdline = quote_word(os.path.abspath(programs[0]))
+        except CommandLineError as error:
+            raise ImageError(
+                f"{error} (give the command line with --cmdline)"
+            ) from None
     cmdline = f"--rootfs={args.fs} {cmdline}"
 
     extra = {

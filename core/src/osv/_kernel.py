@@ -538,6 +538,21 @@ class Kernel:
         thread.start()
         return thread
 
+    def signal_programs(self, sig: int) -> bool:
+        """Send ``sig`` to every running program, as from outside the VM.
+
+        What the host's SIGINT, SIGTERM, SIGHUP or SIGQUIT to `osv run`
+        becomes (see osv.boot): the program's handler runs, or the signal's
+        default action ends it, as on a terminal. Returns False when no
+        program runs. Callable from any host thread but a vCPU's.
+        """
+        info = siginfo(sig, SI_KERNEL)
+        with KERNEL_LOCK_HELD():
+            running = [p for p in self._processes if not p.ended.is_set()]
+            for process in running:
+                signals.send_to_process(process, sig, info)
+        return bool(running)
+
     def terminate(self, process: Process, status: int = 128 + 15) -> None:
         """Stop a running process (a `&!` daemon when the foreground is done)."""
         with KERNEL_LOCK_HELD():

@@ -1,6 +1,6 @@
 """What the boot command line asks for: loader options and the application's commands."""
 
-from ._cmdline import Command, parse_command_line
+from ._cmdline import Command, parse_command_line, quote_word
 from ._errors import BootError, CommandLineError, LoaderOptionError
 from ._options import (
     BUILTIN_LOADER_OPTIONS,
@@ -25,6 +25,7 @@ __all__ = [
     "Redirect",
     "parse_command_line",
     "parse_loader_options",
+    "quote_word",
     "split_cmdline",
     "usage_text",
 ]

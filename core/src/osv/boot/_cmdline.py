@@ -97,6 +97,26 @@ def parse_command_line(
     return commands
 
 
+def quote_word(word: str) -> str:
+    """``word`` written so that the parser reads it back as that one word.
+
+    A word the grammar reads as it is stays bare; any other is quoted, with
+    the grammar's escapes for '"', backslash and control characters. A "$"
+    would start a variable wherever it stands, and no escape stops it, so a
+    word holding one cannot be written: CommandLineError.
+    """
+    if "$" in word:
+        raise CommandLineError(
+            f"{word!r} holds a '$', which an OSv command line always reads as "
+            "a variable"
+        )
+    special = _BARE_END + _SPACE + '"\\'
+    if word and not any(char in special for char in word) and word.isprintable():
+        return word
+    escapes = {value: f"\\{key}" for key, value in _ESCAPES.items() if key != "'"}
+    return '"' + "".join(escapes.get(char, char) for char in word) + '"'
+
+
 def _parse(line: str) -> list[Command]:
     """Split *line* into commands without expanding anything."""
     if all(character in _SPACE or character == ";" for character in line):

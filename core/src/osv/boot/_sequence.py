@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
+import queue
+import signal
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -193,7 +197,7 @@ def _boot_image(
 ) -> BootResult:
     import osv
     from osv import _plugins
-    from osv._kernel import Kernel, KernelError
+    from osv._kernel import Kernel
     from osv.block import BlockError, disk_devices
 
     descriptor = image.descriptor
@@ -285,56 +289,24 @@ def _boot_image(
             console.line(f"Booted up in {kernel.bootchart[-1][1] / 1e6:.2f} ms")
 
         redirect = _redirect(kernel, options, console)
-        console.line(f"Cmdline: {app_cmdline}")
-        try:
-            commands = parse_command_line(app_cmdline, environment)
-        except CommandLineError:
-            console.line("Failed to parse command line.")
-            raise BootError("failed to parse the command line") from None
-        if not commands:
-            console.line("This image has an empty command line. Nothing to run.")
-            raise BootError("the image has an empty command line")
-
-        result = BootResult(status=0, boot_ns=kernel.bootchart[-1][1])
-        envp = [f"{k}={v}" for k, v in environment.items()]
-        background: list[tuple[object, bool]] = []
-        foreground_ran = False
-        for command in commands:
-            if kernel.powering_off:
-                break
+        # From the "Cmdline:" line on, a signal to this process goes to the
+        # programs (a client that waits for that line can rely on it).
+        with _host_signals_to_programs(kernel):
+            console.line(f"Cmdline: {app_cmdline}")
             try:
-                process = kernel.spawn(
-                    command.argv, envp, cwd, _stdio(kernel, redirect)
-                )
-            except KernelError as exc:
-                console.line(f"{exc}. Powering off.")
-                raise BootError(str(exc)) from None
-            # OSv's terminators: ";" (or the end) runs in the foreground; "&"
-            # in the background, waited for before shutdown; "&!" in the
-            # background, stopped once the foreground is done; "!" in the
-            # foreground, stopping every other program when it returns.
-            if command.terminator in ("&", "&!"):
-                kernel.start(process)
-                background.append((process, command.terminator == "&!"))
-                continue
-            foreground_ran = True
-            _account(result, command, _run(kernel, process), options, console)
-            if command.terminator == "!":
-                for other, _daemon in background:
-                    kernel.terminate(other)
-        for process, daemon in background:
-            if daemon:
-                continue
-            process.ended.wait()
-            outcome = process.fault or process.result
-            if foreground_ran:
-                _report_fault(outcome)
-            else:
-                _account(result, process, outcome, options, console)
-        for process, daemon in background:
-            if daemon:
-                kernel.terminate(process)
-                process.ended.wait()
+                commands = parse_command_line(app_cmdline, environment)
+            except CommandLineError:
+                console.line("Failed to parse command line.")
+                raise BootError("failed to parse the command line") from None
+            if not commands:
+                console.line("This image has an empty command line. Nothing to run.")
+                raise BootError("the image has an empty command line")
+
+            result = BootResult(status=0, boot_ns=kernel.bootchart[-1][1])
+            envp = [f"{k}={v}" for k, v in environment.items()]
+            _run_commands(
+                kernel, commands, envp, cwd, redirect, result, options, console
+            )
         result.reboot = kernel.reboot_requested
         result.kvm = kernel.machine.kvm_counters()
         _plugins.run_shutdown(plugins, kernel)
@@ -344,6 +316,94 @@ def _boot_image(
         return result
     finally:
         kernel.close()
+
+
+# Signals that end or interrupt a program on a terminal, sent to `osv run`.
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+@contextlib.contextmanager
+def _host_signals_to_programs(kernel):  # noqa: ANN001, ANN202
+    """While programs run, the host's SIGINT, SIGTERM, SIGHUP and SIGQUIT to
+    this process go to them (Ctrl-C reaches the program, as in a container).
+
+    Python runs signal handlers in the main thread, possibly while it holds
+    the kernel lock in a system call; so the handler only queues the signal,
+    and a host thread of its own sends it to the programs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    queued: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+
+    done = threading.Event()
+
+    def forward() -> None:
+        while (signum := queued.get()) is not None:
+            logger.info(
+                "sending the host's %s to the programs", signal.strsignal(signum)
+            )
+            # A signal that comes before the first program starts (or
+            # between two) waits for the next one.
+            while not kernel.signal_programs(signum):
+                if done.wait(0.01):
+                    return
+
+    forwarder = threading.Thread(target=forward, name="host-signals", daemon=True)
+    forwarder.start()
+    previous = {}
+    try:
+        for signum in FORWARDED_SIGNALS:
+            previous[signum] = signal.signal(signum, lambda n, _: queued.put(n))
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        done.set()
+        queued.put(None)
+        forwarder.join()
+
+
+def _run_commands(kernel, commands, envp, cwd, redirect, result, options, console):  # noqa: ANN001, ANN202, PLR0913
+    """Run the command line's commands, as OSv's terminators say."""
+    from osv._kernel import KernelError
+
+    background: list[tuple[object, bool]] = []
+    foreground_ran = False
+    for command in commands:
+        if kernel.powering_off:
+            break
+        try:
+            process = kernel.spawn(command.argv, envp, cwd, _stdio(kernel, redirect))
+        except KernelError as exc:
+            console.line(f"{exc}. Powering off.")
+            raise BootError(str(exc)) from None
+        # OSv's terminators: ";" (or the end) runs in the foreground; "&"
+        # in the background, waited for before shutdown; "&!" in the
+        # background, stopped once the foreground is done; "!" in the
+        # foreground, stopping every other program when it returns.
+        if command.terminator in ("&", "&!"):
+            kernel.start(process)
+            background.append((process, command.terminator == "&!"))
+            continue
+        foreground_ran = True
+        _account(result, command, _run(kernel, process), options, console)
+        if command.terminator == "!":
+            for other, _daemon in background:
+                kernel.terminate(other)
+    for process, daemon in background:
+        if daemon:
+            continue
+        process.ended.wait()
+        outcome = process.fault or process.result
+        if foreground_ran:
+            _report_fault(outcome)
+        else:
+            _account(result, process, outcome, options, console)
+    for process, daemon in background:
+        if daemon:
+            kernel.terminate(process)
+            process.ended.wait()
 
 
 def _mount_filesystems(kernel, options, console, bootfs, time_runs):  # noqa: ANN001, ANN201
