@@ -111,6 +111,15 @@ def test_arguments_environment_and_exit_status_match_native(
     assert vm.returncode == int(status)
 
 
+def test_standard_streams_through_dev_match_native(
+    tmp_path: Path,
+    compile_program,  # noqa: ANN001
+) -> None:
+    program = compile_program("dev_fd")
+    vm = run_in_vm(tmp_path, str(program), program)
+    assert_same(vm, run_native([str(program)]))
+
+
 @pytest.mark.parametrize("name", ["echo args", 'a&b;c!"d'])
 def test_a_program_at_an_odd_path_boots_without_a_command_line(
     tmp_path: Path,

@@ -101,13 +101,28 @@ def test_devfs_lists_devices_and_takes_new_ones_while_mounted():
     devfs.add_device("full", lambda mount, ino: Full(mount, ino, makedev(1, 7)))
 
     names = [name for name, _, _ in vfs.resolve("/dev").readdir()]
-    assert names == ["null", "zero", "random", "urandom", "full"]
+    assert names == [
+        "null", "zero", "random", "urandom", "fd", "stdin", "stdout", "stderr", "full"
+    ]  # fmt: skip
     assert _errno(vfs.open("/dev/full", O_WRONLY).write, b"x") == errno.ENOSPC
     assert _errno(devfs.add_device, "full", lambda m, i: Full(m, i, 0)) == errno.EEXIST
     assert _errno(devfs.add_device, "a/b", lambda m, i: Full(m, i, 0)) == errno.EINVAL
     devfs.remove_device("full")
     assert _errno(vfs.stat, "/dev/full") == errno.ENOENT
     assert _errno(devfs.remove_device, "full") == errno.ENOENT
+
+
+def test_dev_fd_and_the_standard_streams_link_into_proc_self_fd():
+    vfs = _vfs(DevFs())
+    links = {name: vfs.resolve(f"/dev/{name}", follow=False) for name in
+             ("fd", "stdin", "stdout", "stderr")}  # fmt: skip
+    assert {name: link.readlink() for name, link in links.items()} == {
+        "fd": "/proc/self/fd",
+        "stdin": "/proc/self/fd/0",
+        "stdout": "/proc/self/fd/1",
+        "stderr": "/proc/self/fd/2",
+    }
+    assert all(link.is_symlink for link in links.values())
 
 
 def test_devfs_refuses_new_files_and_directories():

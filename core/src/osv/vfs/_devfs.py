@@ -86,6 +86,32 @@ class RandomDevice(DeviceVnode):
         return len(data)
 
 
+class DevSymlink(Vnode):
+    """A symbolic link of devfs: /dev/fd, /dev/stdin, /dev/stdout, /dev/stderr."""
+
+    def __init__(self, mount: Mount, ino: int, target: str) -> None:
+        super().__init__(
+            mount, ino, statmod.S_IFLNK | 0o777, size=len(os.fsencode(target))
+        )
+        self.target = target
+
+    @property
+    def blocks(self) -> int:
+        return 0
+
+    def readlink(self) -> str:
+        return self.target
+
+
+# The links every Linux /dev has into the calling process's descriptors.
+_FD_LINKS = {
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+}
+
+
 def _console_node(console: Console, rdev: int, perm: int) -> DeviceFactory:
     from ._console import ConsoleDevice
 
@@ -152,7 +178,8 @@ class DevDir(Vnode):
 
 
 class DevFs(FileSystemType):
-    """The ``devfs`` type: null, zero, random, urandom; console and tty once
+    """The ``devfs`` type: null, zero, random, urandom, the links fd, stdin,
+    stdout and stderr into /proc/self/fd; console and tty once
     a Console is attached (here, by ``attach_console``, or by mounting with
     ``console=``); ptmx and the pts directory once ``attach_ptys`` is
     called; other parts of the kernel add their devices (disks, ...) with
@@ -169,6 +196,8 @@ class DevFs(FileSystemType):
         self.add_device("zero", lambda m, i: ZeroDevice(m, i, makedev(1, 5)))
         self.add_device("random", lambda m, i: RandomDevice(m, i, makedev(1, 8)))
         self.add_device("urandom", lambda m, i: RandomDevice(m, i, makedev(1, 9)))
+        for name, target in _FD_LINKS.items():
+            self.add_device(name, lambda m, i, target=target: DevSymlink(m, i, target))
         if console is not None:
             self.attach_console(console)
 
