@@ -94,6 +94,14 @@ def assert_same(vm: subprocess.CompletedProcess[str], native) -> None:  # noqa: 
     assert vm.returncode == native.returncode
 
 
+def run_both(tmp_path: Path, program: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``program`` without arguments in the VM and natively; they must
+    agree. Returns the VM's run."""
+    vm = run_in_vm(tmp_path, str(program), program)
+    assert_same(vm, run_native([str(program)]))
+    return vm
+
+
 @pytest.mark.parametrize("variant", [v for v, _ in COMPILERS])
 @pytest.mark.parametrize("status", ["0", "3", "255"])
 def test_arguments_environment_and_exit_status_match_native(
@@ -115,9 +123,7 @@ def test_standard_streams_through_dev_match_native(
     tmp_path: Path,
     compile_program,  # noqa: ANN001
 ) -> None:
-    program = compile_program("dev_fd")
-    vm = run_in_vm(tmp_path, str(program), program)
-    assert_same(vm, run_native([str(program)]))
+    run_both(tmp_path, compile_program("dev_fd"))
 
 
 @pytest.mark.parametrize("name", ["echo args", 'a&b;c!"d'])
@@ -162,20 +168,14 @@ def test_memory_heap_mmap_and_sparse_reservation_match_native(
     compile_program,
     variant: str,  # noqa: ANN001
 ) -> None:
-    program = compile_program("memory", variant)
-    vm = run_in_vm(tmp_path, str(program), program)
-    native = run_native([str(program)])
-    assert_same(vm, native)
+    run_both(tmp_path, compile_program("memory", variant))
 
 
 def test_time_sleep_random_and_uname_match_native(
     tmp_path: Path,
     compile_program,  # noqa: ANN001
 ) -> None:
-    program = compile_program("clock")
-    vm = run_in_vm(tmp_path, str(program), program)
-    native = run_native([str(program)])
-    assert_same(vm, native)
+    vm = run_both(tmp_path, compile_program("clock"))
     assert "slept at least 20 ms: 1" in vm.stdout
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ._abi import MS_RDONLY, TMPFS_MAGIC, makedev
 from ._errors import FsError
-from ._vnode import FileSystemType, Mount, Vnode
+from ._vnode import FileSystemType, Mount, SymlinkVnode, Vnode
 
 if TYPE_CHECKING:
     from ._console import Console
@@ -84,23 +84,6 @@ class RandomDevice(DeviceVnode):
 
     def write(self, offset: int, data: bytes | memoryview) -> int:
         return len(data)
-
-
-class DevSymlink(Vnode):
-    """A symbolic link of devfs: /dev/fd, /dev/stdin, /dev/stdout, /dev/stderr."""
-
-    def __init__(self, mount: Mount, ino: int, target: str) -> None:
-        super().__init__(
-            mount, ino, statmod.S_IFLNK | 0o777, size=len(os.fsencode(target))
-        )
-        self.target = target
-
-    @property
-    def blocks(self) -> int:
-        return 0
-
-    def readlink(self) -> str:
-        return self.target
 
 
 # The links every Linux /dev has into the calling process's descriptors.
@@ -197,7 +180,9 @@ class DevFs(FileSystemType):
         self.add_device("random", lambda m, i: RandomDevice(m, i, makedev(1, 8)))
         self.add_device("urandom", lambda m, i: RandomDevice(m, i, makedev(1, 9)))
         for name, target in _FD_LINKS.items():
-            self.add_device(name, lambda m, i, target=target: DevSymlink(m, i, target))
+            self.add_device(
+                name, lambda m, i, target=target: SymlinkVnode(m, i, target)
+            )
         if console is not None:
             self.attach_console(console)
 

@@ -6,7 +6,6 @@ import dataclasses
 import errno
 import itertools
 import logging
-import os
 import stat as statmod
 import time
 import weakref
@@ -20,7 +19,7 @@ from ._errors import FsError
 from ._file import File
 from ._pipe import PipeFile, PipeVnode
 from ._stat import StatFs
-from ._vnode import FileSystemType, Mount, Vnode
+from ._vnode import FileSystemType, Mount, SymlinkVnode, Vnode
 
 if TYPE_CHECKING:
     from osv.mm import AddressSpace, PhysicalMemory
@@ -784,24 +783,11 @@ class RamOpenFile(File):
         self.vnode.closed()
 
 
-class RamSymlink(Vnode):
+class RamSymlink(SymlinkVnode):
     """A ramfs symbolic link."""
 
     def __init__(self, mount: RamMount, target: str) -> None:
-        super().__init__(
-            mount,
-            mount.next_ino(),
-            statmod.S_IFLNK | 0o777,
-            size=len(os.fsencode(target)),
-        )
-        self.target = target
-
-    @property
-    def blocks(self) -> int:
-        return 0
-
-    def readlink(self) -> str:
-        return self.target
+        super().__init__(mount, mount.next_ino(), target)
 
 
 class RamFs(FileSystemType):

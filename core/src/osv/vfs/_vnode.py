@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import errno
 import itertools
+import os
 import stat as statmod
 import time
 from collections.abc import Iterable
@@ -288,6 +289,23 @@ class Vnode:
         now = time.time_ns() if now is None else now
         self.mtime = now
         self.ctime = now
+
+
+class SymlinkVnode(Vnode):
+    """A symbolic link: its target text, and no data blocks."""
+
+    def __init__(self, mount: Mount | None, ino: int, target: str) -> None:
+        super().__init__(
+            mount, ino, statmod.S_IFLNK | 0o777, size=len(os.fsencode(target))
+        )
+        self.target = target
+
+    @property
+    def blocks(self) -> int:
+        return 0
+
+    def readlink(self) -> str:
+        return self.target
 
 
 class Mount:
