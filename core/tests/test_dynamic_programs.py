@@ -209,6 +209,34 @@ def test_python_sys_exit_status(image: Path) -> None:
     assert vm.returncode == 3
 
 
+FAULT_IN_LIBC = r"""
+#include <stdio.h>
+#include <string.h>
+int main(void) {
+    char *volatile bad = (char *)8;
+    printf("about to fault\n");
+    fflush(stdout);
+    return (int)strlen(bad);  /* glibc's strlen reads address 8 */
+}
+"""
+
+
+def test_a_fault_in_a_library_names_the_library(tmp_path: Path) -> None:
+    source = tmp_path / "fault.c"
+    source.write_text(FAULT_IN_LIBC)
+    program = tmp_path / "fault"
+    subprocess.run(["gcc", "-O1", "-o", str(program), str(source)], check=True)
+    image = tmp_path / "fault.img"
+    built = osv("build", "--fs", "ramfs", "-o", str(image), "--from-host", str(program))
+    assert built.returncode == 0, built.stderr
+    vm = osv("run", str(image))
+    assert program_output(vm.stdout) == "about to fault\n"
+    assert vm.returncode == 128 + 11
+    report = vm.stderr.split("page fault at address 0x8")[1].splitlines()
+    assert report[1].strip().startswith("rip ")
+    assert report[1].endswith("libc.so.6)"), vm.stderr
+
+
 @pytest.mark.skipif(SQLITE is None, reason="sqlite3 is not installed")
 def test_sqlite3_ten_thousand_rows_match_native(
     image: Path, data_tree: Path, tmp_path: Path

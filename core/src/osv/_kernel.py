@@ -869,12 +869,19 @@ class Kernel:
     def _report(self, task: Task, what: str, registers: dict[str, int]) -> str:
         rip = registers["rip"]
         loaded = task.process.loaded
-        where = loaded.symbolize(rip) if loaded is not None else None
+        # The symbol, from the program's own table, only where rip lies in
+        # the program; the file is whichever mapping holds rip (a library,
+        # say), as /proc/self/maps names it.
+        area = task.mm.find(rip)
+        mapped = area.name if area is not None and area.name else None
+        where = None
+        if loaded is not None and mapped == task.process.exe:
+            where = loaded.symbolize(rip)
         lines = [f"program fault: {what}"]
         lines.append(
             f"  rip {rip:#018x}"
             + (f" in {where}" if where else "")
-            + f" ({task.process.exe})"
+            + f" ({mapped or 'no mapping'})"
         )
         names = [n for n in _kvm.REG_NAMES if n != "rip"]
         for i in range(0, len(names), 4):
