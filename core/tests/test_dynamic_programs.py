@@ -266,6 +266,13 @@ def test_missing_library_gives_loaders_own_error(tmp_path: Path) -> None:
     assert "error while loading shared libraries: libz.so.1" in vm.stderr
 
 
+def test_manifest_of_a_missing_path_prints_only_the_error(tmp_path: Path) -> None:
+    listed = osv("manifest", "--from-host", str(tmp_path / "nowhere"))
+    assert listed.returncode == 1
+    assert listed.stdout == ""
+    assert listed.stderr.count("\n") == 1 and "nowhere" in listed.stderr
+
+
 def test_build_names_a_library_missing_on_the_host(tmp_path: Path) -> None:
     program = tmp_path / "needs-missing"
     source = tmp_path / "main.c"

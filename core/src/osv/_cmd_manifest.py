@@ -25,14 +25,17 @@ def run(args: argparse.Namespace) -> int:
     """Print one `guest: host` line per file, as osv build would place them."""
     from osv.image import manifest_from_paths
 
-    print("[manifest]")
+    # Every line is found before any is printed, so that a path that fails
+    # leaves only the error, not half a manifest.
+    lines = ["[manifest]"]
     for entry in manifest_from_paths(args.from_host):
         if entry.kind == "file":
-            print(f"{entry.guest}: {entry.host}")
+            lines.append(f"{entry.guest}: {entry.host}")
         elif entry.kind == "symlink":
-            print(f"{entry.guest}: ->{entry.target}")
+            lines.append(f"{entry.guest}: ->{entry.target}")
         elif entry.kind == "dir" and not any(os.scandir(entry.host)):
             # Only an empty directory needs a line of its own; the others
             # are made by the lines of the files inside them.
-            print(f"{entry.guest}: {entry.host}")
+            lines.append(f"{entry.guest}: {entry.host}")
+    print("\n".join(lines))
     return 0
