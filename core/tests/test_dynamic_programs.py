@@ -190,6 +190,27 @@ def test_python_one_liners_match_native(image: Path, code: str) -> None:
     assert_same(run(image, argv), native(argv))
 
 
+# Each line of /proc/self/maps that names the program or its dynamic linker
+# shows that file's device and inode, and the place in the file, as on Linux
+# (one line of Python: the command line shows it before the program's output).
+MAPS_OF_LOADED_FILES = (
+    "import os, sys; "
+    "[print(f[1], f[2], int(f[4]) == os.stat(f[5]).st_ino, "
+    "os.makedev(*(int(p, 16) for p in f[3].split(':'))) == os.stat(f[5]).st_dev) "
+    "for f in (line.split() for line in open('/proc/self/maps')) "
+    "if f[5:] and f[5] in (sys.executable, '/lib64/ld-linux-x86-64.so.2')]"
+)
+
+
+def test_maps_show_the_program_files_device_inode_and_offsets(image: Path) -> None:
+    argv = [PYTHON, "-c", MAPS_OF_LOADED_FILES]
+    vm = program_output(run(image, argv).stdout).splitlines()
+    assert vm and all(line.endswith(" True True") for line in vm), vm
+    # The program's text is at its file offset (python3.11: not 0).
+    text = [line.split()[1] for line in vm if line.startswith("r-xp")]
+    assert len(text) == 2 and all(int(offset, 16) for offset in text)
+
+
 def test_python_script_reads_data_writes_tmp_and_reads_back(
     image: Path, data_tree: Path
 ) -> None:

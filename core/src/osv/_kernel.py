@@ -399,11 +399,13 @@ class Kernel:
             ) from None
         env = dict(e.split("=", 1) for e in envp if "=" in e)
         path = self.find_program(argv[0], cwd_vnode, env)
-        exe, data = self._read_program(path, cwd_vnode)
+        exe, data, file_id = self._read_program(path, cwd_vnode)
         program = parse_elf(exe, data)
         interpreter = None
         if program.interpreter:
-            interp_path, interp_data = self._read_program(program.interpreter, None)
+            interp_path, interp_data, interp_id = self._read_program(
+                program.interpreter, None
+            )
             interpreter = parse_elf(interp_path, interp_data)
             if not interpreter.is_dynamic_object or interpreter.interpreter:
                 raise KernelError(
@@ -427,7 +429,7 @@ class Kernel:
             cwd=cwd_vnode,
             kernel=self,
         )
-        loaded = load_program(mm, program)
+        loaded = load_program(mm, program, file_id=file_id)
         process.loaded = loaded
         self.current = process
         self._processes.append(process)
@@ -438,7 +440,7 @@ class Kernel:
             # randomisation: at the top of the mmap area, below the stack.
             span = interpreter.load_span
             base = mm.free_range(span, top=MMAP_TOP) - interpreter.first_vaddr
-            linker = load_program(mm, interpreter, base)
+            linker = load_program(mm, interpreter, base, interp_id)
             entry, interp_base = linker.entry, linker.base
             process.interpreter = linker
         # The vDSO goes below the dynamic linker, as on Linux; Linux's
@@ -477,8 +479,9 @@ class Kernel:
         vcpu.setup(entry=entry, stack=rsp, lstar=self.machine.lstar)
         return process
 
-    def _read_program(self, path: str, cwd) -> tuple[str, bytes | memoryview]:  # noqa: ANN001
-        """The resolved path and the bytes of a program file in the guest VFS.
+    def _read_program(self, path: str, cwd):  # noqa: ANN001, ANN202
+        """The resolved path, the bytes and the (device, inode) of a program
+        file in the guest VFS.
 
         A file already in memory (unpacked from the image) is not copied.
         """
@@ -487,10 +490,12 @@ class Kernel:
         try:
             program_file = self.vfs.open(path, os.O_RDONLY, 0, cwd)
             try:
+                st = program_file.fstat()
                 data = program_file.vnode.contents_view()
                 if data is None:
-                    data = program_file.pread(program_file.fstat().st_size, 0)
-                return self.vfs.realpath(program_file.vnode), data
+                    data = program_file.pread(st.st_size, 0)
+                realpath = self.vfs.realpath(program_file.vnode)
+                return realpath, data, (st.st_dev, st.st_ino)
             finally:
                 program_file.close()
         except FsError as exc:

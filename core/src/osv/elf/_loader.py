@@ -319,6 +319,15 @@ def _runs(
     return runs
 
 
+def _file_offset(page: int, base: int, program: ElfProgram) -> int:
+    """The place in the file that a loaded page shows (0 outside segments)."""
+    for segment in program.segments:
+        start = base + segment.p_vaddr
+        if start & ~(PAGE_SIZE - 1) <= page < start + segment.p_memsz:
+            return page - start + segment.p_offset
+    return 0
+
+
 def _check_layout(
     program: ElfProgram, span_start: int, span_end: int, aspace: AddressSpace
 ) -> None:
@@ -350,17 +359,25 @@ def _check_layout(
 
 
 def load_program(
-    aspace: AddressSpace, program: ElfProgram, base: int | None = None
+    aspace: AddressSpace,
+    program: ElfProgram,
+    base: int | None = None,
+    file_id: tuple[int, int] = (0, 0),
 ) -> LoadedProgram:
-    """Map the PT_LOAD segments of ``program``; ET_DYN objects go at ``base``."""
+    """Map the PT_LOAD segments of ``program``; ET_DYN objects go at ``base``.
+
+    ``file_id`` is the program file's (device, inode), which its areas show
+    in /proc/self/maps.
+    """
     # Rationale: Linux maps each segment's pages from the file, so a page
     # shared by two segments (the end of text and the start of data, say)
     # shows both segments' bytes, since the file lays them out the same way
-    # as memory. Here the whole span is one run of frames; each segment's
-    # bytes are copied to their place, and every page gets the union of the
-    # permissions of the segments touching it, which is what the page would
-    # have after Linux's mmap calls (the later segment's mapping wins, but a
-    # linker never gives a shared page conflicting needs in practice).
+    # as memory. Here each run of pages of one protection gets frames of its
+    # own; each segment's bytes are copied to their place, and every page
+    # gets the union of the permissions of the segments touching it, which
+    # is what the page would have after Linux's mmap calls (the later
+    # segment's mapping wins, but a linker never gives a shared page
+    # conflicting needs in practice).
     if program.is_dynamic_object:
         base = PIE_BASE if base is None else base
     else:
@@ -378,7 +395,9 @@ def load_program(
             prot,
             MAP_PRIVATE,
             name=program.path,
-            offset=start - span_start,
+            offset=_file_offset(start, base, program),
+            device=file_id[0],
+            inode=file_id[1],
             lazy=False,
         )
     # A memoryview, so that cutting out a segment does not copy it.
