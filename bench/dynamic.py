@@ -33,6 +33,7 @@ from run import (  # noqa: E402
     floor_round_trip,
     fmt,
     osv,
+    program_stdout,
     served_runs,
     wall,
 )
@@ -112,12 +113,10 @@ def fault_round_trip(work: Path, runs: int = 3) -> tuple[float, float]:
     build(image, program, f"{program} /tmp/fault_trip.dat")
 
     def figure(argv: list[str]) -> float:
-        out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            words = line.split()
-            if len(words) == 2 and words[0] == "fault":
-                return float(words[1])
-        raise RuntimeError(f"no fault figure in the output of {argv}")
+        words = program_stdout(argv).split()
+        if len(words) != 2 or words[0] != "fault":
+            raise RuntimeError(f"no fault figure in the output of {argv}")
+        return float(words[1])
 
     native = statistics.median(
         figure([str(program), str(work / "fault_trip.dat")]) for _ in range(runs)

@@ -335,7 +335,6 @@ def _host_signals_to_programs(kernel):  # noqa: ANN001, ANN202
         yield
         return
     queued: queue.SimpleQueue[int | None] = queue.SimpleQueue()
-
     done = threading.Event()
 
     def forward() -> None:

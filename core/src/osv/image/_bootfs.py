@@ -219,45 +219,39 @@ def _checked_record(
     kind: int,
     raw_name: bytes,
 ) -> BootfsRecord:
-    # Error messages are made only on failure: an image's tree can hold
-    # thousands of records, all read at every boot.
+    where = f"bootfs record at byte {position}"
+
     end_of_name = raw_name.find(b"\0")
     if end_of_name < 0:
-        raise BootfsError(f"{_where(position)}: name is not NUL-terminated")
+        raise BootfsError(f"{where}: name is not NUL-terminated")
     try:
         name = raw_name[:end_of_name].decode()
     except UnicodeDecodeError:
-        raise BootfsError(f"{_where(position)}: name is not UTF-8") from None
+        raise BootfsError(f"{where}: name is not UTF-8") from None
     if not name.startswith("/"):
-        raise BootfsError(f"{_where(position)}: name {name!r} is not an absolute path")
+        raise BootfsError(f"{where}: name {name!r} is not an absolute path")
 
     if kind not in (BOOTFS_TYPE_FILE, BOOTFS_TYPE_SYMLINK):
-        raise BootfsError(f"{_where(position)} ({name}): unknown type {kind}")
+        raise BootfsError(f"{where} ({name}): unknown type {kind}")
     if offset < content_start or offset + size > len(blob):
         raise BootfsError(
-            f"{_where(position)} ({name}): content {offset}+{size} lies outside the content "
+            f"{where} ({name}): content {offset}+{size} lies outside the content "
             f"area {content_start}..{len(blob)}"
         )
     if name.endswith("/") and (kind != BOOTFS_TYPE_FILE or size != 0):
         raise BootfsError(
-            f"{_where(position)} ({name}): a directory must be a type-0 record of size 0"
+            f"{where} ({name}): a directory must be a type-0 record of size 0"
         )
 
     if kind == BOOTFS_TYPE_SYMLINK:
         target = bytes(blob[offset : offset + size])
         if size < 2 or target[-1] != 0 or b"\0" in target[:-1]:
-            raise BootfsError(
-                f"{_where(position)} ({name}): symlink target is not NUL-terminated"
-            )
+            raise BootfsError(f"{where} ({name}): symlink target is not NUL-terminated")
         try:
             target[:-1].decode()
         except UnicodeDecodeError:
             raise BootfsError(
-                f"{_where(position)} ({name}): symlink target is not UTF-8"
+                f"{where} ({name}): symlink target is not UTF-8"
             ) from None
 
     return BootfsRecord(name, kind, offset, size)
-
-
-def _where(position: int) -> str:
-    return f"bootfs record at byte {position}"

@@ -77,6 +77,7 @@ def sys_mmap(t, addr, length, prot, flags, fd, offset):  # noqa: ANN001
         if shared and prot & PROT_WRITE and not writable:
             raise SyscallError(errno.EACCES)
         st = source.fstat()
+        name = t.vfs.fd_target(source)
         # Whole pages past the end of a regular file are mapped but hold
         # nothing: touching them raises SIGBUS, as on Linux.
         if statmod.S_ISREG(st.st_mode):
@@ -94,7 +95,7 @@ def sys_mmap(t, addr, length, prot, flags, fd, offset):  # noqa: ANN001
             # written back on msync and munmap): refused, not faked.
             logger.warning(
                 "mmap: writable shared mappings of %s are not supported: ENODEV",
-                t.vfs.fd_target(source),
+                name,
             )
             raise SyscallError(errno.ENODEV, "writable MAP_SHARED file mapping")
         # Linux's VM_MAYWRITE: mprotect may add PROT_WRITE to this mapping.
@@ -108,7 +109,6 @@ def sys_mmap(t, addr, length, prot, flags, fd, offset):  # noqa: ANN001
             raise SyscallError(errno.EEXIST)
         if source is not None and in_file == length and not shared:
             token = None if lender is not None else source.vnode.content_token()
-            name = t.vfs.fd_target(source)
             if mm.remap_file(addr, length, prot, offset, name, token, lender):
                 return addr
         mm.unmap(addr, length)
@@ -131,7 +131,7 @@ def sys_mmap(t, addr, length, prot, flags, fd, offset):  # noqa: ANN001
         _map_area(mm, start, length, prot, flags)
         return start
     attrs = {
-        "name": t.vfs.fd_target(source),
+        "name": name,
         "device": st.st_dev,
         "inode": st.st_ino,
         "vnode": source.vnode,
